@@ -1,0 +1,3 @@
+from ccat_tf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""``ccat-tf``: a thin command line over the ``ccat_tf`` API.
+
+Each subcommand lives in ``ccat_tf/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``. Only the chosen subcommand's module is imported, and TensorFlow only when
+that subcommand needs it, so ``ccat-tf --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module, one-line help). Kept here, not discovered, so --help needs no imports.
+COMMANDS = {
+    "validate": ("validate", "check a data set and write a JSON report (nothing else is written)"),
+    "cache": ("cache", "decode a data set once into an HDF5 frame cache for training"),
+    "train": ("train", "train a network on (input, ground truth) pairs, as CopyCat does"),
+    "runs": ("runs", "list or rename the training runs in a Data Directory"),
+    "infer": ("infer", "apply a trained .cat to a sequence, as the Inference node does"),
+    "info": ("info", "show what a .cat expects and how it was trained"),
+    "export": ("export", "export a .cat as a TensorFlow SavedModel or ONNX model"),
+    "summary-csv": ("summary_csv", "convert a Data Directory's .summary files to loss.csv"),
+    "graph": ("graph", "plot loss.csv as CopyCat's Graph (linear and log scale)"),
+    "overview": ("overview", "one PNG with the latest contact sheet and preview of each shot"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccat-tf",
+        description="CopyCat-style training and inference on TensorFlow/Keras.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or only == name:
+            mod = importlib.import_module(f"ccat_tf.commands.{module}")
+            mod.add_arguments(p)
+            p.set_defaults(_module=mod)
+    return parser
+
+
+def _version() -> str:
+    from ccat_tf import __version__
+
+    return f"ccat-tf {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=chosen)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ccat_tf.errors import CcatError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except CcatError as err:
+        if args.debug:
+            raise
+        print(f"ccat-tf: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("ccat-tf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(
+            f"ccat-tf: error: unexpected {type(err).__name__}: {first} "
+            "(run again with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,1 @@
+"""One module per ``ccat-tf`` subcommand: ``HELP``, ``add_arguments(parser)``, ``run(args)``."""
