@@ -52,9 +52,13 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line, not only before the subcommand.
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     chosen = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
+    args.debug = debug
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

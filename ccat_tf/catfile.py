@@ -1,0 +1,195 @@
+"""The ``.cat`` model file: a trained network plus everything needed to apply it.
+
+A .cat is a zip archive with exactly two members:
+
+* ``ccat.json``: metadata (channels, model size, training transform, steps, crop size, data set
+  frames, ccat_tf version, ...) and ``model_sha256``, the checksum of the model member;
+* ``model.keras``: the Keras 3 native model file.
+
+Loading never executes code from the file: no pickle is involved, the Keras config is checked
+against an allow-list of built-in layer classes before Keras sees it (so a ``Lambda`` layer or an
+unknown class is refused), Keras loads with ``safe_mode=True``, and archive members with other
+names (absolute or ``..`` paths included) are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ccat_tf.atomic import atomic_path
+from ccat_tf.errors import ModelFileError
+
+FORMAT_VERSION = 1
+META_NAME = "ccat.json"
+MODEL_NAME = "model.keras"
+MAX_MEMBER_BYTES = 2 * 1024**3
+
+# Every class a ccat_tf network may contain. Anything else in a model config is refused.
+ALLOWED_CLASSES = {
+    "Functional",
+    "InputLayer",
+    "Conv2D",
+    "MaxPooling2D",
+    "UpSampling2D",
+    "Concatenate",
+    "Add",
+    "DTypePolicy",
+    "FloatDTypePolicy",
+    "GlorotUniform",
+    "Zeros",
+    "__keras_tensor__",  # references between layers in a functional config
+}
+
+
+def save_cat(path: str | os.PathLike, model, metadata: dict[str, Any]) -> Path:
+    """Write ``model`` and ``metadata`` as a .cat at ``path``, atomically."""
+    from ccat_tf import __version__
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="ccat-save-") as tmpdir:
+        keras_path = Path(tmpdir) / MODEL_NAME
+        model.save(keras_path)
+        model_bytes = keras_path.read_bytes()
+    meta = dict(metadata)
+    meta.update(
+        format=FORMAT_VERSION,
+        ccat_tf_version=__version__,
+        created=meta.get("created") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
+    )
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(META_NAME, json.dumps(meta, indent=2, sort_keys=True, default=str))
+            zf.writestr(MODEL_NAME, model_bytes)
+    return path
+
+
+def _open_archive(path: Path) -> zipfile.ZipFile:
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist; check the path (a .cat from ccat-tf train)")
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a folder; give the path of a .cat file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ModelFileError(
+            f"{path} is not a readable .cat file ({err}); it may be truncated or not a model: "
+            "use another checkpoint"
+        ) from None
+    names = zf.namelist()
+    for name in names:
+        if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
+            zf.close()
+            raise ModelFileError(f"{path} contains an unsafe member name {name!r}; refusing to load it")
+    if sorted(names) != sorted([META_NAME, MODEL_NAME]):
+        zf.close()
+        raise ModelFileError(
+            f"{path} is not a ccat_tf model (members {names[:5]}); use a .cat written by ccat-tf train"
+        )
+    for info in zf.infolist():
+        if info.file_size > MAX_MEMBER_BYTES:
+            zf.close()
+            raise ModelFileError(f"{path}: member {info.filename} is implausibly large; refusing it")
+    return zf
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a .cat, checked for format and integrity, without building the model."""
+    path = Path(path)
+    with _open_archive(path) as zf:
+        meta, _ = _read_members(path, zf)
+    return meta
+
+
+def _read_members(path: Path, zf: zipfile.ZipFile) -> tuple[dict, bytes]:
+    try:
+        meta = json.loads(zf.read(META_NAME))
+        model_bytes = zf.read(MODEL_NAME)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise ModelFileError(f"{path} is damaged ({err}); use another checkpoint") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has an unsupported format {meta.get('format') if isinstance(meta, dict) else '?'}; "
+            f"this ccat_tf reads format {FORMAT_VERSION}"
+        )
+    if hashlib.sha256(model_bytes).hexdigest() != meta.get("model_sha256"):
+        raise ModelFileError(f"{path} failed its checksum (the file is damaged); use another checkpoint")
+    return meta, model_bytes
+
+
+def _check_config(path: Path, model_bytes: bytes) -> None:
+    """Refuse any class outside the allow-list before Keras deserialises anything."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as inner:
+            config = json.loads(inner.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise ModelFileError(f"{path}: the model inside is damaged ({err}); use another checkpoint") from None
+
+    def walk(node):
+        if isinstance(node, dict):
+            cls = node.get("class_name")
+            if isinstance(cls, str) and "config" in node:
+                if cls not in ALLOWED_CLASSES:
+                    raise ModelFileError(
+                        f"{path} contains a layer of class {cls!r}, which ccat_tf models never use; "
+                        "refusing to load it (it could run code)"
+                    )
+                module = node.get("module")
+                if isinstance(module, str) and not module.startswith("keras"):
+                    raise ModelFileError(f"{path} refers to code in module {module!r}; refusing to load it")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+
+
+def load_cat(path: str | os.PathLike, *, compile: bool = False):
+    """Load a .cat: returns ``(keras_model, metadata)``. Raises ModelFileError on any problem."""
+    import keras
+
+    path = Path(path)
+    with _open_archive(path) as zf:
+        meta, model_bytes = _read_members(path, zf)
+    _check_config(path, model_bytes)
+    with tempfile.TemporaryDirectory(prefix="ccat-load-") as tmpdir:
+        keras_path = Path(tmpdir) / MODEL_NAME
+        keras_path.write_bytes(model_bytes)
+        try:
+            model = keras.saving.load_model(keras_path, compile=compile, safe_mode=True)
+        except Exception as err:  # noqa: BLE001 - Keras raises many types; report one line
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelFileError(f"{path}: the model cannot be loaded ({first}); use another checkpoint") from None
+    return model, meta
+
+
+def load_model(path: str | os.PathLike):
+    """Public API: the Keras model stored in a .cat (metadata via :func:`read_metadata`)."""
+    model, _ = load_cat(path)
+    return model
+
+
+def check_compatible(meta: dict, *, path, model_size: str, in_channels: int, out_channels: int) -> None:
+    """Raise if weights from a .cat cannot initialise a model of this size and channel count."""
+    problems = []
+    if meta.get("model_size") != model_size:
+        problems.append(f"model_size {meta.get('model_size')} (this run uses {model_size})")
+    if len(meta.get("input_channels", [])) != in_channels:
+        problems.append(f"{len(meta.get('input_channels', []))} input channels (this run has {in_channels})")
+    if len(meta.get("output_channels", [])) != out_channels:
+        problems.append(f"{len(meta.get('output_channels', []))} output channels (this run has {out_channels})")
+    if problems:
+        raise ModelFileError(
+            f"checkpoint_file {path} does not fit this run: it has {'; '.join(problems)}; "
+            "choose a checkpoint trained with the same model_size and channels"
+        )
