@@ -1,0 +1,555 @@
+"""The data set: validation, the frame cache, and the tf.data crop pipeline.
+
+Order of work, as in the house style: every frame is decoded once (into memory, or into an HDF5
+cache when the data set does not fit), encoded into training space, and downsized for the
+multi-resolution stages; the tf.data pipeline then draws crops. Every crop is a pure function of
+``(seed, sample index)``: which pair, where, and which flip/rotation come from stateless random
+numbers, so a resumed run sees exactly the crops an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ccat_tf import frames as framespec
+from ccat_tf import imageio, transform
+from ccat_tf.errors import CcatError, DataSetError, SettingsError
+from ccat_tf.settings import TrainSettings
+
+STAGE_SCALES = (0.25, 0.5, 1.0)
+# Share of the total steps spent in each multi-resolution stage (1/4, 1/2, full resolution).
+# Half the run at full resolution keeps fine detail; the low stages make the run ~1.7x cheaper.
+STAGE_SHARES = (0.25, 0.25, 0.5)
+MIN_CROP = 16
+
+
+class DataSetProblems(DataSetError):
+    """Several problems found by validation; ``problems`` holds one line for each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        more = f" (and {len(problems) - 1} more problems; run ccat-tf validate to list them)"
+        super().__init__(problems[0] + (more if len(problems) > 1 else ""))
+
+
+@dataclass
+class DataSetInfo:
+    """What validation learned about a data set; stored in reports, .ost and .cat files."""
+
+    input: str
+    ground_truth: str
+    frames: list[int]
+    input_channels: list[str]
+    output_channels: list[str]
+    width: int
+    height: int
+    hdr: bool
+    input_transform: list[str]
+    output_transform: list[str]
+    crop_size: int
+    batch_size: int
+    total_steps: int
+    validation_frames: list[int] = field(default_factory=list)
+    preview: str = ""
+    preview_frames: list[int] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    residual: bool = False
+
+    @property
+    def pairs(self) -> int:
+        return len(self.frames)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pairs"] = self.pairs
+        return d
+
+    def channels_line(self) -> str:
+        """CopyCat's read-only Channels field: channels, batch size and total steps."""
+        return (
+            f"Channels: {'+'.join(self.input_channels)} -> {'+'.join(self.output_channels)}   "
+            f"Batch Size: {self.batch_size}   Total Steps: {self.total_steps}"
+        )
+
+
+def total_steps(epochs: int, pairs: int, batch_size: int) -> int:
+    """CopyCat's Total Steps = Epochs x (Data Set Size) / (Batch Size), rounded up."""
+    return max(1, math.ceil(epochs * pairs / batch_size))
+
+
+def stage_bounds(total: int, multi_resolution: bool) -> list[int]:
+    """First step of each stage (three entries) for a run of ``total`` steps."""
+    if not multi_resolution:
+        return [0, 0, 0]
+    b1 = int(round(total * STAGE_SHARES[0]))
+    b2 = int(round(total * (STAGE_SHARES[0] + STAGE_SHARES[1])))
+    return [0, b1, b2]
+
+
+def stage_for_step(step: int, bounds: list[int]) -> int:
+    """Index into STAGE_SCALES of the stage that step ``step`` (0-based) trains in."""
+    stage = 0
+    for i, b in enumerate(bounds):
+        if step >= b:
+            stage = i
+    return stage
+
+
+def stage_crop(crop_size: int, scale: float, divisor: int, frame_hw: tuple[int, int]) -> int:
+    """Crop size used at a stage: the crop shrinks with the frames, so low stages are cheap."""
+    h, w = frame_hw
+    fit = min(int(h * scale), int(w * scale)) // divisor * divisor
+    want = max(MIN_CROP, int(crop_size * scale) // divisor * divisor)
+    return max(divisor, min(want, fit))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def _resolve_batch_size(settings: TrainSettings, pairs: int, crop: int, notices: list[str]) -> int:
+    if settings.batch_size == "auto":
+        from ccat_tf.resources import auto_batch_size
+
+        return auto_batch_size(settings.model_size, crop, pairs, notices=notices)
+    return int(settings.batch_size)
+
+
+def validate_dataset(
+    settings: TrainSettings | dict | None = None, *, report: str | os.PathLike | None = None, **kw
+) -> DataSetInfo:
+    """Check a data set as CopyCat would before training; return what was found.
+
+    Accepts a :class:`TrainSettings`, a mapping, or the settings as keyword arguments
+    (``input=``, ``ground_truth=``, ``frames=``, ``input_channels=``, ...). Every pair must exist
+    and be readable, input and ground truth must have the same resolution, the channels must
+    exist, values must be finite, ``batch_size`` must not exceed the number of pairs, and
+    ``crop_size`` must fit (it is reduced with a notice when the frames are smaller). Raises
+    :class:`DataSetProblems` listing every problem, one line each; nothing is written then.
+    With ``report`` the findings are written there as JSON (atomically).
+    """
+    if not isinstance(settings, TrainSettings):
+        settings = TrainSettings.from_mapping(settings, **kw)
+    elif kw:
+        settings = TrainSettings.from_mapping({**settings.to_dict(), **kw})
+    settings.check()
+    for key in ("input", "ground_truth", "frames"):
+        if not getattr(settings, key):
+            raise SettingsError(f"{key} is not set; give the {key.replace('_', ' ')} sequence")
+    frames = framespec.parse_frames(settings.frames)
+    validation = framespec.parse_frames(settings.validation_frames) if settings.validation_frames else []
+    preview_frames = framespec.parse_frames(settings.preview_frames) if settings.preview_frames else []
+    problems: list[str] = []
+    notices: list[str] = []
+
+    overlap = sorted(set(frames) & set(validation))
+    if overlap:
+        problems.append(
+            f"validation_frames {framespec.format_frames(overlap)} are also training frames; "
+            "hold validation frames out of frames"
+        )
+    if settings.preview and not preview_frames:
+        problems.append("preview is set but preview_frames is empty; give the frames to preview")
+
+    in_names: list[str] | None = None
+    out_names: list[str] | None = None
+    sizes: set[tuple[int, int]] = set()
+    hdr = False
+    for frame in frames + validation:
+        pair = []
+        for side, pattern, spec in (
+            ("input", settings.input, settings.input_channels),
+            ("ground truth", settings.ground_truth, settings.output_channels),
+        ):
+            path = framespec.frame_path(pattern, frame)
+            if not Path(path).exists():
+                problems.append(f"frame {frame}: {side} file {path} does not exist; render it or remove the frame from frames")
+                continue
+            try:
+                info = imageio.image_info(path)
+                names = imageio.channel_names_for(spec, info.channel_names, path=path)
+                pixels = imageio.read_image(path, spec)
+            except CcatError as err:
+                problems.append(str(err))
+                continue
+            n_nan, n_inf = imageio.is_finite_report(pixels)
+            if n_nan or n_inf:
+                problems.append(
+                    f"{path} has {n_nan} NaN and {n_inf} infinite pixel values; clamp or fix them "
+                    "(e.g. an Expression node) before training"
+                )
+            if pixels.size and (float(pixels.max()) > 1.0 or float(pixels.min()) < 0.0):
+                hdr = True
+            pair.append((path, info, names))
+            if side == "input":
+                in_names = in_names or names
+            else:
+                out_names = out_names or names
+        if len(pair) == 2:
+            (ip, ii, _), (gp, gi, _) = pair
+            if (ii.width, ii.height) != (gi.width, gi.height):
+                problems.append(
+                    f"frame {frame}: input {ip} is {ii.width}x{ii.height} but ground truth {gp} is "
+                    f"{gi.width}x{gi.height}; reformat one to match"
+                )
+            sizes.add((ii.height, ii.width))
+
+    if settings.preview:
+        for frame in preview_frames:
+            path = framespec.frame_path(settings.preview, frame)
+            if not Path(path).exists():
+                problems.append(f"preview frame {frame}: {path} does not exist; fix preview or preview_frames")
+                continue
+            try:
+                imageio.channel_names_for(settings.input_channels, imageio.image_info(path).channel_names, path=path)
+            except CcatError as err:
+                problems.append(str(err))
+
+    pairs = len(frames)
+    from ccat_tf.models import divisor as model_divisor
+
+    div = model_divisor(settings.model_size)
+    crop = settings.crop_size
+    height = width = 0
+    if sizes:
+        height = min(h for h, _ in sizes)
+        width = min(w for _, w in sizes)
+        largest = min(height, width) // div * div
+        if largest < MIN_CROP:
+            problems.append(
+                f"frames are {width}x{height}, too small to train on; use frames of at least "
+                f"{MIN_CROP}x{MIN_CROP} pixels"
+            )
+        elif crop > largest:
+            notices.append(
+                f"crop_size {crop} does not fit the {width}x{height} frames; reduced to {largest}"
+            )
+            crop = largest
+        elif crop % div:
+            crop = crop // div * div
+            notices.append(f"crop_size rounded down to {crop}, a multiple of {div} for this model_size")
+    if settings.batch_size != "auto" and int(settings.batch_size) > pairs:
+        problems.append(
+            f"batch_size {settings.batch_size} is more than the {pairs} image pairs; use at most "
+            f"{pairs} or 'auto'"
+        )
+    if problems:
+        raise DataSetProblems(problems)
+    assert in_names is not None and out_names is not None
+    batch = _resolve_batch_size(settings, pairs, crop, notices)
+    steps = total_steps(settings.epochs, pairs, batch)
+    in_kinds = transform.choose_kinds(in_names, hdr)
+    out_kinds = transform.choose_kinds(out_names, hdr)
+    info = DataSetInfo(
+        input=settings.input,
+        ground_truth=settings.ground_truth,
+        frames=frames,
+        input_channels=in_names,
+        output_channels=out_names,
+        width=width,
+        height=height,
+        hdr=hdr,
+        input_transform=in_kinds,
+        output_transform=out_kinds,
+        crop_size=crop,
+        batch_size=batch,
+        total_steps=steps,
+        validation_frames=validation,
+        preview=settings.preview,
+        preview_frames=preview_frames,
+        notices=notices,
+        residual=len(in_names) == len(out_names) and in_kinds == out_kinds,
+    )
+    if report is not None:
+        from ccat_tf.atomic import atomic_write_json
+
+        atomic_write_json(report, {"ok": True, **info.to_dict(), "channels_line": info.channels_line()})
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# The frame cache
+
+
+class FrameCache:
+    """Every pair decoded once, in training space, at each multi-resolution scale.
+
+    ``level(scale)`` returns two lists (inputs, ground truths) of HWC float32 arrays (memory) or
+    h5py datasets (HDF5), which both support ``[y0:y1, x0:x1]`` slicing, so crops read only the
+    pixels they need.
+    """
+
+    def __init__(self, levels: dict[float, tuple[list, list]], h5file=None, path: Path | None = None):
+        self._levels = levels
+        self._h5 = h5file
+        self.path = path
+
+    def level(self, scale: float) -> tuple[list, list]:
+        return self._levels[scale]
+
+    @property
+    def scales(self) -> list[float]:
+        return sorted(self._levels)
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    # -- building -------------------------------------------------------------------------
+    @staticmethod
+    def frame_bytes(info: DataSetInfo, scales) -> int:
+        chans = len(info.input_channels) + len(info.output_channels)
+        return int(sum(info.width * info.height * s * s for s in scales) * chans * 4 * info.pairs)
+
+    @classmethod
+    def build_in_memory(cls, info: DataSetInfo, scales, frames: list[int] | None = None) -> FrameCache:
+        levels: dict[float, tuple[list, list]] = {s: ([], []) for s in scales}
+        for frame in frames if frames is not None else info.frames:
+            x, y = load_pair(info, frame)
+            for s in scales:
+                levels[s][0].append(_downsize(x, s))
+                levels[s][1].append(_downsize(y, s))
+        return cls(levels)
+
+    @classmethod
+    def write_hdf5(cls, info: DataSetInfo, path: str | os.PathLike, scales=STAGE_SCALES) -> Path:
+        """Decode the data set into an HDF5 cache file at ``path`` (atomically)."""
+        import json
+
+        import h5py
+
+        from ccat_tf.atomic import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as h5:
+                h5.attrs["dataset_info"] = json.dumps(info.to_dict())
+                h5.attrs["signature"] = dataset_signature(info)
+                for i, frame in enumerate(info.frames):
+                    x, y = load_pair(info, frame)
+                    for s in scales:
+                        for side, arr in (("input", x), ("ground_truth", y)):
+                            small = _downsize(arr, s)
+                            h5.create_dataset(
+                                f"scale_{s}/{side}/{i:06d}",
+                                data=small,
+                                chunks=_chunks(small.shape),
+                                fletcher32=True,
+                            )
+        return path
+
+    @classmethod
+    def open_hdf5(cls, info: DataSetInfo, path: str | os.PathLike, scales) -> FrameCache:
+        import h5py
+
+        path = Path(path)
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as err:
+            raise DataSetError(f"frame cache {path} cannot be read ({err}); delete it so it is rebuilt") from None
+        if h5.attrs.get("signature") != dataset_signature(info):
+            h5.close()
+            raise DataSetError(
+                f"frame cache {path} was built for another data set or other channels; rebuild it "
+                "(ccat-tf cache) or remove cache_file"
+            )
+        levels = {}
+        try:
+            for s in scales:
+                levels[s] = tuple(
+                    [h5[f"scale_{s}/{side}/{i:06d}"] for i in range(info.pairs)]
+                    for side in ("input", "ground_truth")
+                )
+        except KeyError as err:
+            h5.close()
+            raise DataSetError(f"frame cache {path} is incomplete ({err}); rebuild it with ccat-tf cache") from None
+        return cls(levels, h5file=h5, path=path)
+
+
+def _chunks(shape) -> tuple[int, int, int]:
+    return (min(shape[0], 64), min(shape[1], 64), shape[2])
+
+
+def dataset_signature(info: DataSetInfo) -> str:
+    """Identifies the pixels a cache holds: patterns, frames, channels and transforms."""
+    import hashlib
+    import json
+
+    key = {
+        k: getattr(info, k)
+        for k in ("input", "ground_truth", "frames", "input_channels", "output_channels",
+                  "input_transform", "output_transform", "width", "height")
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def load_pair(info: DataSetInfo, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """One (input, ground truth) pair in training space, cropped to the data set's size."""
+    x = imageio.read_image(framespec.frame_path(info.input, frame), info.input_channels)
+    y = imageio.read_image(framespec.frame_path(info.ground_truth, frame), info.output_channels)
+    h, w = min(x.shape[0], y.shape[0]), min(x.shape[1], y.shape[1])
+    return (
+        transform.encode(x[:h, :w], info.input_transform),
+        transform.encode(y[:h, :w], info.output_transform),
+    )
+
+
+def _downsize(array: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    h, w = array.shape[:2]
+    return imageio.resize(array, max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+
+
+def open_cache(info: DataSetInfo, settings: TrainSettings, data_directory: Path, notices: list[str]) -> FrameCache:
+    """The frame cache for training: a prebuilt HDF5 file, memory, or an HDF5 file made now."""
+    scales = list(STAGE_SCALES) if settings.use_multi_resolution_training else [1.0]
+    if settings.cache_file:
+        return FrameCache.open_hdf5(info, settings.cache_file, scales)
+    mode = settings.cache
+    if mode == "auto":
+        from ccat_tf.resources import available_memory_bytes
+
+        need = FrameCache.frame_bytes(info, scales)
+        mode = "memory" if need < 0.4 * available_memory_bytes() else "hdf5"
+        if mode == "hdf5":
+            notices.append(
+                f"the data set needs {need / 2**30:.1f} GiB decoded, more than fits in memory; "
+                "caching frames in an HDF5 file"
+            )
+    if mode == "memory":
+        return FrameCache.build_in_memory(info, scales)
+    path = data_directory / "frame_cache.h5"
+    cache = None
+    if path.exists():
+        try:
+            cache = FrameCache.open_hdf5(info, path, scales)
+        except DataSetError:
+            cache = None
+    if cache is None:
+        FrameCache.write_hdf5(info, path, scales)
+        cache = FrameCache.open_hdf5(info, path, scales)
+    return cache
+
+
+# ----------------------------------------------------------------------------------------------
+# Crops: a pure function of (seed, sample index)
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """Everything that decides which crops a run sees; two equal plans give identical crops."""
+
+    seed: int
+    pairs: int
+    batch_size: int
+    crop_size: int
+    divisor: int
+    stage_bounds: tuple[int, int, int]
+    stage_scales: tuple[float, float, float]
+    frame_hw: tuple[int, int]
+    augment: bool
+
+    def stage_of(self, step: int) -> int:
+        return stage_for_step(step, list(self.stage_bounds))
+
+    def crop_at(self, stage: int) -> int:
+        return stage_crop(self.crop_size, self.stage_scales[stage], self.divisor, self.frame_hw)
+
+
+def sample_params(plan: CropPlan, sample: int, level_shapes: list[tuple[int, int]]) -> tuple[int, int, int, int, int, int]:
+    """(pair, y, x, crop, rotation, flip) for the ``sample``-th crop of the run.
+
+    Pairs are visited in a fresh random order every epoch (each pair once per epoch, as CopyCat's
+    epochs mean); the permutation and the crop position come from generators seeded with
+    (seed, epoch) and (seed, sample), never from shared state.
+    """
+    step = sample // plan.batch_size
+    stage = plan.stage_of(step)
+    crop = plan.crop_at(stage)
+    epoch, pos = divmod(sample, plan.pairs)
+    order = np.random.default_rng([plan.seed, 0x5EED, epoch]).permutation(plan.pairs)
+    pair = int(order[pos])
+    rng = np.random.default_rng([plan.seed, 0xC209, sample])
+    h, w = level_shapes[pair]
+    y = int(rng.integers(0, max(0, h - crop) + 1))
+    x = int(rng.integers(0, max(0, w - crop) + 1))
+    rot = int(rng.integers(0, 4)) if plan.augment else 0
+    flip = int(rng.integers(0, 2)) if plan.augment else 0
+    return pair, y, x, crop, rot, flip
+
+
+def make_crop(cache: FrameCache, plan: CropPlan, sample: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``sample``-th (input, ground truth) crop, augmented; deterministic."""
+    step = sample // plan.batch_size
+    scale = plan.stage_scales[plan.stage_of(step)]
+    xs, ys = cache.level(scale)
+    shapes = [tuple(a.shape[:2]) for a in xs]
+    pair, y, x, crop, rot, flip = sample_params(plan, sample, shapes)
+    xi = np.asarray(xs[pair][y : y + crop, x : x + crop], dtype=np.float32)
+    yi = np.asarray(ys[pair][y : y + crop, x : x + crop], dtype=np.float32)
+    if rot:
+        xi, yi = np.rot90(xi, rot), np.rot90(yi, rot)
+    if flip:
+        xi, yi = xi[:, ::-1], yi[:, ::-1]
+    return np.ascontiguousarray(xi), np.ascontiguousarray(yi)
+
+
+def make_tf_dataset(cache: FrameCache, plan: CropPlan, first_step: int, last_step: int, in_ch: int, out_ch: int):
+    """tf.data pipeline of batches for steps ``first_step`` .. ``last_step - 1``.
+
+    sample index -> crop + augment (parallel map) -> batch at the global batch size -> prefetch.
+    Batches never mix stages: a batch is exactly the samples of one step.
+    """
+    import tensorflow as tf
+
+    def fetch(sample):
+        return make_crop(cache, plan, int(sample))
+
+    def crop_fn(sample):
+        x, y = tf.numpy_function(fetch, [sample], [tf.float32, tf.float32], stateful=False)
+        x.set_shape([None, None, in_ch])
+        y.set_shape([None, None, out_ch])
+        return x, y
+
+    b = plan.batch_size
+    ds = tf.data.Dataset.range(first_step * b, last_step * b)
+    # h5py serialises reads behind one lock; memory slices are cheap: a few parallel calls suffice.
+    ds = ds.map(crop_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(b, drop_remainder=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    options.deterministic = True
+    ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def contact_sheet_crops(cache: FrameCache, plan: CropPlan, step: int, count: int = 3):
+    """``count`` random (input, ground truth) crops at the stage of ``step``; seeded by step."""
+    out = []
+    for i in range(count):
+        # Sample indices far beyond any real run, so sheet crops never repeat training crops' RNG.
+        out.append(make_crop_at_step(cache, plan, step, 10**12 + step * 16 + i))
+    return out
+
+
+def make_crop_at_step(cache: FrameCache, plan: CropPlan, step: int, key: int):
+    scale = plan.stage_scales[plan.stage_of(step)]
+    crop = plan.crop_at(plan.stage_of(step))
+    xs, ys = cache.level(scale)
+    rng = np.random.default_rng([plan.seed, 0x5C, key])
+    pair = int(rng.integers(0, len(xs)))
+    h, w = xs[pair].shape[:2]
+    y = int(rng.integers(0, max(0, h - crop) + 1))
+    x = int(rng.integers(0, max(0, w - crop) + 1))
+    return (
+        np.asarray(xs[pair][y : y + crop, x : x + crop], dtype=np.float32),
+        np.asarray(ys[pair][y : y + crop, x : x + crop], dtype=np.float32),
+    )
