@@ -174,7 +174,9 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
             return "auto"
         return _as_int(name, value)
     if name in ("input_channels", "output_channels"):
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and "," in value:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, str) and value:
             return value
         if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
             return list(value)

@@ -1,0 +1,328 @@
+"""Keras callbacks that make a training run behave like CopyCat's.
+
+They share one :class:`RunContext` (the run's step counter, files and stop reason). Order matters
+and is fixed by :func:`standard_callbacks`: the non-finite guard runs first so that nothing is
+saved from a step whose loss is NaN; the Data Directory writer runs before the progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ccat_tf.atomic import atomic_write_json
+
+
+@dataclass
+class RunContext:
+    """State shared by the callbacks of one run."""
+
+    data_directory: Path
+    run_id: int
+    run_name: str
+    start_step: int  # steps already done when this fit() started
+    total_steps: int
+    net: Any
+    optimizer: Any
+    info: Any  # dataset.DataSetInfo
+    plan: Any  # dataset.CropPlan
+    cache: Any  # dataset.FrameCache
+    settings: Any  # settings.TrainSettings
+    signature: dict
+    save_model: Any  # callable(path, step) -> Path: writes a .cat
+    save_progress: Any  # callable(step) -> Path: writes the .ost
+    hooks: dict = field(default_factory=dict)
+    step: int = 0  # steps done so far (global)
+    last_loss: float | None = None
+    stop_reason: str | None = None  # 'nan', 'signal:SIGTERM', 'hook:<name>'
+    stop_detail: str = ""
+    last_checkpoint: Path | None = None
+    last_progress_step: int = -1
+    val_psnr: float | None = None
+    validation_cache: Any = None  # dataset.FrameCache of validation pairs (full resolution)
+    preview_frames: list = field(default_factory=list)  # (frame, training-space array)
+    writer: Any = None  # tf.summary writer
+
+
+class StepCallback(keras.callbacks.Callback):
+    def __init__(self, ctx: RunContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def global_step(self, batch: int) -> int:
+        return self.ctx.start_step + batch + 1
+
+
+class NonFiniteGuard(StepCallback):
+    """Stop at the first NaN/Inf loss. Unlike TerminateOnNaN, nothing is saved after it."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        step = self.global_step(batch)
+        if not math.isfinite(loss):
+            self.ctx.stop_reason = "nan"
+            self.ctx.stop_detail = f"loss became {loss} at step {step}"
+            self.model.stop_training = True
+            return
+        self.ctx.step = step
+        self.ctx.last_loss = loss
+
+
+class SignalStop(StepCallback):
+    """SIGTERM (a scheduler's preemption) or Ctrl-C: finish the step, save, stop cleanly."""
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self._received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self._received:  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        self._received = name
+        print(f"\nccat-tf: {name} received; saving progress at the end of this step", file=sys.stderr)
+
+    @property
+    def received(self) -> str | None:
+        return self._received
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._received and self.ctx.stop_reason is None:
+            self.ctx.stop_reason = f"signal:{self._received}"
+            self.model.stop_training = True
+
+
+class DataDirectoryWriter(StepCallback):
+    """Checkpoints (.cat), progress (.ost), contact sheets, previews, validation and hooks."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        ctx = self.ctx
+        if ctx.stop_reason == "nan":
+            return
+        step = self.global_step(batch)
+        s = ctx.settings
+        stopping = ctx.stop_reason is not None
+        if step % s.contact_sheet_interval == 0:
+            self.contact_sheet(step)
+        if step % s.checkpoint_interval == 0 and step < ctx.total_steps:
+            self.checkpoint(step)
+        elif step % s.contact_sheet_interval == 0 or stopping:
+            # Progress is cheap to save: do it often so a kill loses few steps.
+            self.progress(step)
+
+    def progress(self, step: int) -> None:
+        if self.ctx.last_progress_step != step:
+            self.ctx.save_progress(step)
+            self.ctx.last_progress_step = step
+
+    def checkpoint(self, step: int) -> Path:
+        from ccat_tf.hooks import call_hooks
+
+        ctx = self.ctx
+        self.validate(step)
+        path = ctx.save_model(ctx.data_directory / f"{ctx.run_name}.step{step:07d}.cat", step)
+        ctx.last_checkpoint = path
+        self.progress(step)
+        # The "latest" pointer moves only once the checkpoint it names is complete.
+        atomic_write_json(ctx.data_directory / "latest.json", {"cat": path.name, "step": step})
+        self.preview(step)
+        if ctx.writer is not None:
+            ctx.writer.flush()
+        call_hooks(
+            "on_checkpoint",
+            ctx.hooks.get("on_checkpoint", []),
+            step=step,
+            path=str(path),
+            loss=ctx.last_loss,
+            val_psnr=ctx.val_psnr,
+            data_directory=str(ctx.data_directory),
+            run_name=ctx.run_name,
+        )
+        return path
+
+    # --- images ---------------------------------------------------------------------------
+    def contact_sheet(self, step: int) -> None:
+        from ccat_tf.contact_sheet import render_contact_sheet, to_display
+        from ccat_tf.dataset import contact_sheet_crops
+
+        ctx = self.ctx
+        crops = contact_sheet_crops(ctx.cache, ctx.plan, step - 1)
+        inputs = np.stack([c[0] for c in crops])
+        outputs = np.asarray(ctx.net(inputs, training=False))
+        rows = []
+        for (x, y), out in zip(crops, outputs, strict=True):
+            rows.append(
+                (
+                    to_display(x, ctx.info.input_transform),
+                    to_display(y, ctx.info.output_transform),
+                    to_display(out, ctx.info.output_transform),
+                )
+            )
+        loss = f"{ctx.last_loss:.5f}" if ctx.last_loss is not None else "-"
+        render_contact_sheet(
+            rows,
+            ctx.data_directory / f"{ctx.run_name}.contact.step{step:07d}.png",
+            title=f"{ctx.run_name}  step {step}/{ctx.total_steps}  loss {loss}",
+        )
+
+    def preview(self, step: int) -> None:
+        if not self.ctx.preview_frames:
+            return
+        from ccat_tf.contact_sheet import render_preview, to_display
+        from ccat_tf.models import predict_padded
+
+        ctx = self.ctx
+        images, labels = [], []
+        for frame, x in ctx.preview_frames:
+            out = predict_padded(ctx.net, x, ctx.plan.divisor)
+            images.append(to_display(out, ctx.info.output_transform))
+            labels.append(f"frame {frame}")
+        render_preview(
+            images,
+            ctx.data_directory / f"{ctx.run_name}.preview.step{step:07d}.png",
+            labels=labels,
+            title=f"{ctx.run_name}  preview at step {step}",
+        )
+
+    def validate(self, step: int) -> None:
+        ctx = self.ctx
+        if ctx.validation_cache is None:
+            return
+        from ccat_tf.models import predict_padded
+
+        xs, ys = ctx.validation_cache.level(1.0)
+        mse = []
+        for x, y in zip(xs, ys, strict=True):
+            out = predict_padded(ctx.net, np.asarray(x), ctx.plan.divisor)
+            mse.append(float(np.mean((out - np.asarray(y)) ** 2)))
+        m = float(np.mean(mse))
+        ctx.val_psnr = float(10 * math.log10(1.0 / m)) if m > 0 else float("inf")
+        if ctx.writer is not None:
+            import tensorflow as tf
+
+            with ctx.writer.as_default(step=step):
+                tf.summary.scalar("val_psnr", ctx.val_psnr)
+
+
+class SummaryLogger(StepCallback):
+    """Loss, stage and speed of every step into the run's TensorBoard ``.summary`` file."""
+
+    def on_train_begin(self, logs=None):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        import tensorflow as tf
+
+        ctx = self.ctx
+        if ctx.writer is None or ctx.stop_reason == "nan":
+            return
+        step = self.global_step(batch)
+        now = time.perf_counter()
+        sps = 1.0 / max(now - self._t, 1e-9)
+        self._t = now
+        stage = ctx.plan.stage_of(step - 1)
+        with ctx.writer.as_default(step=step):
+            tf.summary.scalar("loss", float(logs["loss"]))
+            tf.summary.scalar("stage_scale", ctx.plan.stage_scales[stage])
+            tf.summary.scalar("steps_per_second", sps)
+
+
+class ProgressBar(StepCallback):
+    """``step/total, loss, steps/s, time left`` on stderr (a line every few % when not a tty)."""
+
+    def __init__(self, ctx: RunContext, stream=None):
+        super().__init__(ctx)
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._every = max(1, (ctx.total_steps - ctx.start_step) // 20)
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.perf_counter()
+        self._rate = None
+        self._t_last = self._t0
+        self._steps_last = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        ctx = self.ctx
+        step = self.global_step(batch)
+        done = batch + 1
+        now = time.perf_counter()
+        # Rate over the recent window, ignoring the first step (graph tracing).
+        if done >= 2:
+            dt = now - self._t_last
+            if dt > 0.5 or self._rate is None:
+                rate = (done - self._steps_last) / max(dt, 1e-9)
+                self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+                self._t_last, self._steps_last = now, done
+        rate = self._rate or 0.0
+        left = (ctx.total_steps - step) / rate if rate > 0 else float("nan")
+        stage = ctx.plan.stage_of(step - 1)
+        scale = ("1/4", "1/2", "full")[stage] if ctx.settings.use_multi_resolution_training else "full"
+        loss = float((logs or {}).get("loss", float("nan")))
+        width = 24
+        filled = int(width * step / ctx.total_steps)
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{ctx.total_steps}  "
+            f"loss {loss:.5f}  {rate:.2f} steps/s  left {_fmt_time(left)}  res {scale}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line + " " * 4)
+            if step == ctx.total_steps:
+                self.stream.write("\n")
+        elif step % self._every == 0 or step == ctx.total_steps or done == 1:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def standard_callbacks(ctx: RunContext, *, progress_bar: bool = True) -> tuple[list, SignalStop]:
+    stopper = SignalStop(ctx)
+    cbs: list = [NonFiniteGuard(ctx), stopper, SummaryLogger(ctx), DataDirectoryWriter(ctx)]
+    if progress_bar:
+        cbs.append(ProgressBar(ctx))
+    return cbs, stopper
+
+
+__all__ = [
+    "RunContext",
+    "NonFiniteGuard",
+    "SignalStop",
+    "DataDirectoryWriter",
+    "SummaryLogger",
+    "ProgressBar",
+    "standard_callbacks",
+]
