@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install ccat_tf with everything the demo and the tests need.
+# Needs only python3 (3.10+) and the package registry. GPU users: CCAT_TF_EXTRAS=gpu,workflow,export,dev
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${CCAT_TF_EXTRAS:-cpu,workflow,export,dev}"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+stamp=".venv/.ccat_tf-installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${extras//,/_}"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+    touch "$stamp"
+fi
