@@ -101,7 +101,9 @@ class SignalStop(StepCallback):
         if self._received:  # a second Ctrl-C: the user really wants out
             raise KeyboardInterrupt
         self._received = name
-        print(f"\nccat-tf: {name} received; saving progress at the end of this step", file=sys.stderr)
+        print(
+            f"\nccat-tf: {name} received; saving progress at the end of this step", file=sys.stderr
+        )
 
     @property
     def received(self) -> str | None:
@@ -278,7 +280,9 @@ class ProgressBar(StepCallback):
         rate = self._rate or 0.0
         left = (ctx.total_steps - step) / rate if rate > 0 else float("nan")
         stage = ctx.plan.stage_of(step - 1)
-        scale = ("1/4", "1/2", "full")[stage] if ctx.settings.use_multi_resolution_training else "full"
+        scale = (
+            ("1/4", "1/2", "full")[stage] if ctx.settings.use_multi_resolution_training else "full"
+        )
         loss = float((logs or {}).get("loss", float("nan")))
         width = 24
         filled = int(width * step / ctx.total_steps)

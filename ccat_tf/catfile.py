@@ -62,7 +62,8 @@ def save_cat(path: str | os.PathLike, model, metadata: dict[str, Any]) -> Path:
     meta.update(
         format=FORMAT_VERSION,
         ccat_tf_version=__version__,
-        created=meta.get("created") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created=meta.get("created")
+        or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         model_sha256=hashlib.sha256(model_bytes).hexdigest(),
     )
     with atomic_path(path) as tmp:
@@ -74,7 +75,9 @@ def save_cat(path: str | os.PathLike, model, metadata: dict[str, Any]) -> Path:
 
 def _open_archive(path: Path) -> zipfile.ZipFile:
     if not path.exists():
-        raise ModelFileError(f"model file {path} does not exist; check the path (a .cat from ccat-tf train)")
+        raise ModelFileError(
+            f"model file {path} does not exist; check the path (a .cat from ccat-tf train)"
+        )
     if path.is_dir():
         raise ModelFileError(f"model file {path} is a folder; give the path of a .cat file")
     try:
@@ -88,7 +91,9 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
     for name in names:
         if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
             zf.close()
-            raise ModelFileError(f"{path} contains an unsafe member name {name!r}; refusing to load it")
+            raise ModelFileError(
+                f"{path} contains an unsafe member name {name!r}; refusing to load it"
+            )
     if sorted(names) != sorted([META_NAME, MODEL_NAME]):
         zf.close()
         raise ModelFileError(
@@ -97,7 +102,9 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
     for info in zf.infolist():
         if info.file_size > MAX_MEMBER_BYTES:
             zf.close()
-            raise ModelFileError(f"{path}: member {info.filename} is implausibly large; refusing it")
+            raise ModelFileError(
+                f"{path}: member {info.filename} is implausibly large; refusing it"
+            )
     return zf
 
 
@@ -121,7 +128,9 @@ def _read_members(path: Path, zf: zipfile.ZipFile) -> tuple[dict, bytes]:
             f"this ccat_tf reads format {FORMAT_VERSION}"
         )
     if hashlib.sha256(model_bytes).hexdigest() != meta.get("model_sha256"):
-        raise ModelFileError(f"{path} failed its checksum (the file is damaged); use another checkpoint")
+        raise ModelFileError(
+            f"{path} failed its checksum (the file is damaged); use another checkpoint"
+        )
     return meta, model_bytes
 
 
@@ -131,7 +140,9 @@ def _check_config(path: Path, model_bytes: bytes) -> None:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as inner:
             config = json.loads(inner.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as err:
-        raise ModelFileError(f"{path}: the model inside is damaged ({err}); use another checkpoint") from None
+        raise ModelFileError(
+            f"{path}: the model inside is damaged ({err}); use another checkpoint"
+        ) from None
 
     def walk(node):
         if isinstance(node, dict):
@@ -144,7 +155,9 @@ def _check_config(path: Path, model_bytes: bytes) -> None:
                     )
                 module = node.get("module")
                 if isinstance(module, str) and not module.startswith("keras"):
-                    raise ModelFileError(f"{path} refers to code in module {module!r}; refusing to load it")
+                    raise ModelFileError(
+                        f"{path} refers to code in module {module!r}; refusing to load it"
+                    )
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -169,7 +182,9 @@ def load_cat(path: str | os.PathLike, *, compile: bool = False):
             model = keras.saving.load_model(keras_path, compile=compile, safe_mode=True)
         except Exception as err:  # noqa: BLE001 - Keras raises many types; report one line
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelFileError(f"{path}: the model cannot be loaded ({first}); use another checkpoint") from None
+            raise ModelFileError(
+                f"{path}: the model cannot be loaded ({first}); use another checkpoint"
+            ) from None
     return model, meta
 
 
@@ -179,15 +194,21 @@ def load_model(path: str | os.PathLike):
     return model
 
 
-def check_compatible(meta: dict, *, path, model_size: str, in_channels: int, out_channels: int) -> None:
+def check_compatible(
+    meta: dict, *, path, model_size: str, in_channels: int, out_channels: int
+) -> None:
     """Raise if weights from a .cat cannot initialise a model of this size and channel count."""
     problems = []
     if meta.get("model_size") != model_size:
         problems.append(f"model_size {meta.get('model_size')} (this run uses {model_size})")
     if len(meta.get("input_channels", [])) != in_channels:
-        problems.append(f"{len(meta.get('input_channels', []))} input channels (this run has {in_channels})")
+        problems.append(
+            f"{len(meta.get('input_channels', []))} input channels (this run has {in_channels})"
+        )
     if len(meta.get("output_channels", [])) != out_channels:
-        problems.append(f"{len(meta.get('output_channels', []))} output channels (this run has {out_channels})")
+        problems.append(
+            f"{len(meta.get('output_channels', []))} output channels (this run has {out_channels})"
+        )
     if problems:
         raise ModelFileError(
             f"checkpoint_file {path} does not fit this run: it has {'; '.join(problems)}; "

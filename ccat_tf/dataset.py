@@ -143,8 +143,12 @@ def validate_dataset(
         if not getattr(settings, key):
             raise SettingsError(f"{key} is not set; give the {key.replace('_', ' ')} sequence")
     frames = framespec.parse_frames(settings.frames)
-    validation = framespec.parse_frames(settings.validation_frames) if settings.validation_frames else []
-    preview_frames = framespec.parse_frames(settings.preview_frames) if settings.preview_frames else []
+    validation = (
+        framespec.parse_frames(settings.validation_frames) if settings.validation_frames else []
+    )
+    preview_frames = (
+        framespec.parse_frames(settings.preview_frames) if settings.preview_frames else []
+    )
     problems: list[str] = []
     notices: list[str] = []
 
@@ -169,7 +173,9 @@ def validate_dataset(
         ):
             path = framespec.frame_path(pattern, frame)
             if not Path(path).exists():
-                problems.append(f"frame {frame}: {side} file {path} does not exist; render it or remove the frame from frames")
+                problems.append(
+                    f"frame {frame}: {side} file {path} does not exist; render it or remove the frame from frames"
+                )
                 continue
             try:
                 info = imageio.image_info(path)
@@ -204,10 +210,14 @@ def validate_dataset(
         for frame in preview_frames:
             path = framespec.frame_path(settings.preview, frame)
             if not Path(path).exists():
-                problems.append(f"preview frame {frame}: {path} does not exist; fix preview or preview_frames")
+                problems.append(
+                    f"preview frame {frame}: {path} does not exist; fix preview or preview_frames"
+                )
                 continue
             try:
-                imageio.channel_names_for(settings.input_channels, imageio.image_info(path).channel_names, path=path)
+                imageio.channel_names_for(
+                    settings.input_channels, imageio.image_info(path).channel_names, path=path
+                )
             except CcatError as err:
                 problems.append(str(err))
 
@@ -233,7 +243,9 @@ def validate_dataset(
             crop = largest
         elif crop % div:
             crop = crop // div * div
-            notices.append(f"crop_size rounded down to {crop}, a multiple of {div} for this model_size")
+            notices.append(
+                f"crop_size rounded down to {crop}, a multiple of {div} for this model_size"
+            )
     if settings.batch_size != "auto" and int(settings.batch_size) > pairs:
         problems.append(
             f"batch_size {settings.batch_size} is more than the {pairs} image pairs; use at most "
@@ -269,7 +281,9 @@ def validate_dataset(
     if report is not None:
         from ccat_tf.atomic import atomic_write_json
 
-        atomic_write_json(report, {"ok": True, **info.to_dict(), "channels_line": info.channels_line()})
+        atomic_write_json(
+            report, {"ok": True, **info.to_dict(), "channels_line": info.channels_line()}
+        )
     return info
 
 
@@ -285,7 +299,9 @@ class FrameCache:
     pixels they need.
     """
 
-    def __init__(self, levels: dict[float, tuple[list, list]], h5file=None, path: Path | None = None):
+    def __init__(
+        self, levels: dict[float, tuple[list, list]], h5file=None, path: Path | None = None
+    ):
         self._levels = levels
         self._h5 = h5file
         self.path = path
@@ -309,7 +325,9 @@ class FrameCache:
         return int(sum(info.width * info.height * s * s for s in scales) * chans * 4 * info.pairs)
 
     @classmethod
-    def build_in_memory(cls, info: DataSetInfo, scales, frames: list[int] | None = None) -> FrameCache:
+    def build_in_memory(
+        cls, info: DataSetInfo, scales, frames: list[int] | None = None
+    ) -> FrameCache:
         levels: dict[float, tuple[list, list]] = {s: ([], []) for s in scales}
         for frame in frames if frames is not None else info.frames:
             x, y = load_pair(info, frame)
@@ -353,7 +371,9 @@ class FrameCache:
         try:
             h5 = h5py.File(path, "r")
         except OSError as err:
-            raise DataSetError(f"frame cache {path} cannot be read ({err}); delete it so it is rebuilt") from None
+            raise DataSetError(
+                f"frame cache {path} cannot be read ({err}); delete it so it is rebuilt"
+            ) from None
         if h5.attrs.get("signature") != dataset_signature(info):
             h5.close()
             raise DataSetError(
@@ -369,7 +389,9 @@ class FrameCache:
                 )
         except KeyError as err:
             h5.close()
-            raise DataSetError(f"frame cache {path} is incomplete ({err}); rebuild it with ccat-tf cache") from None
+            raise DataSetError(
+                f"frame cache {path} is incomplete ({err}); rebuild it with ccat-tf cache"
+            ) from None
         return cls(levels, h5file=h5, path=path)
 
 
@@ -384,8 +406,17 @@ def dataset_signature(info: DataSetInfo) -> str:
 
     key = {
         k: getattr(info, k)
-        for k in ("input", "ground_truth", "frames", "input_channels", "output_channels",
-                  "input_transform", "output_transform", "width", "height")
+        for k in (
+            "input",
+            "ground_truth",
+            "frames",
+            "input_channels",
+            "output_channels",
+            "input_transform",
+            "output_transform",
+            "width",
+            "height",
+        )
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -408,7 +439,9 @@ def _downsize(array: np.ndarray, scale: float) -> np.ndarray:
     return imageio.resize(array, max(1, int(round(w * scale))), max(1, int(round(h * scale))))
 
 
-def open_cache(info: DataSetInfo, settings: TrainSettings, data_directory: Path, notices: list[str]) -> FrameCache:
+def open_cache(
+    info: DataSetInfo, settings: TrainSettings, data_directory: Path, notices: list[str]
+) -> FrameCache:
     """The frame cache for training: a prebuilt HDF5 file, memory, or an HDF5 file made now."""
     scales = list(STAGE_SCALES) if settings.use_multi_resolution_training else [1.0]
     if settings.cache_file:
@@ -464,7 +497,9 @@ class CropPlan:
         return stage_crop(self.crop_size, self.stage_scales[stage], self.divisor, self.frame_hw)
 
 
-def sample_params(plan: CropPlan, sample: int, level_shapes: list[tuple[int, int]]) -> tuple[int, int, int, int, int, int]:
+def sample_params(
+    plan: CropPlan, sample: int, level_shapes: list[tuple[int, int]]
+) -> tuple[int, int, int, int, int, int]:
     """(pair, y, x, crop, rotation, flip) for the ``sample``-th crop of the run.
 
     Pairs are visited in a fresh random order every epoch (each pair once per epoch, as CopyCat's
@@ -502,7 +537,9 @@ def make_crop(cache: FrameCache, plan: CropPlan, sample: int) -> tuple[np.ndarra
     return np.ascontiguousarray(xi), np.ascontiguousarray(yi)
 
 
-def make_tf_dataset(cache: FrameCache, plan: CropPlan, first_step: int, last_step: int, in_ch: int, out_ch: int):
+def make_tf_dataset(
+    cache: FrameCache, plan: CropPlan, first_step: int, last_step: int, in_ch: int, out_ch: int
+):
     """tf.data pipeline of batches for steps ``first_step`` .. ``last_step - 1``.
 
     sample index -> crop + augment (parallel map) -> batch at the global batch size -> prefetch.

@@ -58,14 +58,19 @@ def activation_elements(model_size: str, crop: int) -> int:
     total = 0
     size = crop * crop
     for level, filters in enumerate(preset.filters):
-        per_level = (preset.convs_per_level * (2 if level < len(preset.filters) - 1 else 1) + 3)
+        per_level = preset.convs_per_level * (2 if level < len(preset.filters) - 1 else 1) + 3
         total += size * filters * per_level
         size //= 4
     return total
 
 
 def auto_batch_size(
-    model_size: str, crop: int, pairs: int, *, notices: list[str] | None = None, use_gpu: bool = True
+    model_size: str,
+    crop: int,
+    pairs: int,
+    *,
+    notices: list[str] | None = None,
+    use_gpu: bool = True,
 ) -> int:
     """The batch size ``batch_size: auto`` resolves to."""
     per_sample = activation_elements(model_size, crop) * _BYTES_PER_ACTIVATION

@@ -52,7 +52,9 @@ class TrainSettings:
     augment: bool = True  #: random flips and 90-degree rotations of the crops
     seed: int = 0
     deterministic: bool = False  #: tf op determinism: bit-exact resume on CPU, slower on GPU
-    cache: str = "auto"  #: frame cache: ``memory``, ``hdf5`` (file beside the Data Directory), ``auto``
+    cache: str = (
+        "auto"  #: frame cache: ``memory``, ``hdf5`` (file beside the Data Directory), ``auto``
+    )
     cache_file: str = ""  #: a prebuilt HDF5 cache (``ccat-tf cache``) to read frames from
     run_name: str = ""  #: name of this run in the run table (default run1, run2, ...)
     # --- Python tab (``module:function`` strings) ---
@@ -72,7 +74,9 @@ class TrainSettings:
         _require_positive(self, "epochs", "checkpoint_interval", "contact_sheet_interval")
         _require_positive(self, "crop_size")
         if self.crop_size < 16:
-            raise SettingsError(f"crop_size is {self.crop_size}; use 16 or more (256 is CopyCat's default)")
+            raise SettingsError(
+                f"crop_size is {self.crop_size}; use 16 or more (256 is CopyCat's default)"
+            )
         if self.model_size not in MODEL_SIZES:
             raise SettingsError(
                 f"model_size '{self.model_size}' is unknown; use one of {', '.join(MODEL_SIZES)}"
@@ -95,7 +99,9 @@ class TrainSettings:
             if self.batch_size < 1:
                 raise SettingsError(f"batch_size is {self.batch_size}; use 'auto' or a number >= 1")
         if self.cache not in CACHE_MODES:
-            raise SettingsError(f"cache '{self.cache}' is unknown; use one of {', '.join(CACHE_MODES)}")
+            raise SettingsError(
+                f"cache '{self.cache}' is unknown; use one of {', '.join(CACHE_MODES)}"
+            )
         if not (self.learning_rate > 0):
             raise SettingsError(f"learning_rate is {self.learning_rate}; use a positive number")
         return self
@@ -180,13 +186,20 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
             return value
         if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
             return list(value)
-        raise SettingsError(
-            f"{name} is {value!r}; use rgb, rgba, alpha or a list of channel names"
-        )
+        raise SettingsError(f"{name} is {value!r}; use rgb, rgba, alpha or a list of channel names")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "on", "yes", "1", "false", "off", "no", "0"):
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "on",
+            "yes",
+            "1",
+            "false",
+            "off",
+            "no",
+            "0",
+        ):
             return value.lower() in ("true", "on", "yes", "1")
         raise SettingsError(f"{name} is {value!r}; use true or false")
     if isinstance(default, int):
@@ -199,7 +212,11 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
         except (TypeError, ValueError):
             raise SettingsError(f"{name} is {value!r}; use a number") from None
     if isinstance(default, str):
-        if isinstance(value, int | float) and not isinstance(value, bool) and name in ("frames", "preview_frames", "validation_frames"):
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and name in ("frames", "preview_frames", "validation_frames")
+        ):
             return str(value)
         if not isinstance(value, str):
             raise SettingsError(f"{name} is {value!r}; use a text value")
@@ -244,7 +261,9 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as err:  # noqa: BLE001 - any parse error becomes one line
-        raise SettingsError(f"settings file {path} is not valid YAML/JSON: {str(err).splitlines()[0]}") from None
+        raise SettingsError(
+            f"settings file {path} is not valid YAML/JSON: {str(err).splitlines()[0]}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -73,7 +73,9 @@ def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path
                 g = h5.create_group(group)
                 for i, arr in enumerate(arrays):
                     arr = np.asarray(arr)
-                    d = g.create_dataset(f"{i:05d}", data=arr.reshape(-1), fletcher32=True, chunks=True)
+                    d = g.create_dataset(
+                        f"{i:05d}", data=arr.reshape(-1), fletcher32=True, chunks=True
+                    )
                     d.attrs["shape"] = arr.shape
         # Rotate only once the new file is complete: current -> previous, then the rename below.
         if target.exists():

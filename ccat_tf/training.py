@@ -27,7 +27,7 @@ from typing import Any
 
 from ccat_tf import runs as runtable
 from ccat_tf import state as ost
-from ccat_tf.atomic import DirectoryLock, atomic_write_json, remove_stale_temps
+from ccat_tf.atomic import DirectoryLock, remove_stale_temps
 from ccat_tf.dataset import (
     STAGE_SCALES,
     CropPlan,
@@ -231,7 +231,9 @@ def train(
         settings = TrainSettings.from_mapping({**settings.to_dict(), **kw})
     settings.check()
     if not settings.data_directory:
-        raise SettingsError("data_directory is not set; give the folder where checkpoints and progress go")
+        raise SettingsError(
+            "data_directory is not set; give the folder where checkpoints and progress go"
+        )
     data_dir = Path(settings.data_directory)
     if data_dir.exists() and not data_dir.is_dir():
         raise DataDirectoryError(f"data_directory {data_dir} is a file; give a folder")
@@ -244,10 +246,14 @@ def train(
     with DirectoryLock(data_dir, purpose="training"):
         for leftover in remove_stale_temps(data_dir):
             _say(f"removed {leftover.name}, a partial file left by an interrupted write")
-        return _train_locked(settings, data_dir, output, list(callbacks), devices, progress_bar, hooks, call_hooks)
+        return _train_locked(
+            settings, data_dir, output, list(callbacks), devices, progress_bar, hooks, call_hooks
+        )
 
 
-def _train_locked(settings, data_dir, output, user_callbacks, devices, progress_bar, hooks, call_hooks):
+def _train_locked(
+    settings, data_dir, output, user_callbacks, devices, progress_bar, hooks, call_hooks
+):
     info = validate_dataset(settings)
     for notice in info.notices:
         _say(notice)
@@ -264,7 +270,9 @@ def _train_locked(settings, data_dir, output, user_callbacks, devices, progress_
     total = info.total_steps
     if progress is not None:
         if progress.step >= total:
-            _say(f"{progress.run_name} already trained {progress.step} of {total} steps; nothing to do")
+            _say(
+                f"{progress.run_name} already trained {progress.step} of {total} steps; nothing to do"
+            )
             final = _final_cat_from_progress(data_dir, progress, settings, info, signature, total)
             if output:
                 _copy_model(final, output)
@@ -300,7 +308,8 @@ def _train_locked(settings, data_dir, output, user_callbacks, devices, progress_
     # ---- run table, data, callbacks ----------------------------------------------------------
     run = runtable.start_run(
         data_dir,
-        settings=settings.to_dict() | {"batch_size_resolved": info.batch_size, "crop_size_resolved": info.crop_size},
+        settings=settings.to_dict()
+        | {"batch_size_resolved": info.batch_size, "crop_size_resolved": info.crop_size},
         first_step=start_step,
         total_steps=total,
         name=settings.run_name,
@@ -326,7 +335,9 @@ def _train_locked(settings, data_dir, output, user_callbacks, devices, progress_
     from ccat_tf.callbacks import RunContext, standard_callbacks
 
     def save_model(path, step):
-        return _save_checkpoint(path, net, settings, info, run, step, total, plan, ctx.last_loss, ctx.val_psnr)
+        return _save_checkpoint(
+            path, net, settings, info, run, step, total, plan, ctx.last_loss, ctx.val_psnr
+        )
 
     def save_progress(step):
         return ost.save_progress(
@@ -366,18 +377,28 @@ def _train_locked(settings, data_dir, output, user_callbacks, devices, progress_
         last_loss=progress.last_loss if progress else None,
     )
     if info.validation_frames:
-        ctx.validation_cache = FrameCache.build_in_memory(info, [1.0], frames=info.validation_frames)
+        ctx.validation_cache = FrameCache.build_in_memory(
+            info, [1.0], frames=info.validation_frames
+        )
     if info.preview and info.preview_frames:
         ctx.preview_frames = _load_previews(info)
-    ctx.writer = tf.summary.create_file_writer(str(data_dir / run["name"]), filename_suffix=".summary")
+    ctx.writer = tf.summary.create_file_writer(
+        str(data_dir / run["name"]), filename_suffix=".summary"
+    )
     cbs, stopper = standard_callbacks(ctx, progress_bar=progress_bar)
     cbs.extend(user_callbacks)
 
     status = "failed"
     try:
-        call_hooks("on_training_start", hooks["on_training_start"], settings=settings.to_dict(),
-                   data_directory=str(data_dir), run_name=run["name"], start_step=start_step,
-                   total_steps=total)
+        call_hooks(
+            "on_training_start",
+            hooks["on_training_start"],
+            settings=settings.to_dict(),
+            data_directory=str(data_dir),
+            run_name=run["name"],
+            start_step=start_step,
+            total_steps=total,
+        )
         stopper.install()
         try:
             trainer.fit(ds, epochs=1, steps_per_epoch=total - start_step, verbose=0, callbacks=cbs)
@@ -408,8 +429,15 @@ def _train_locked(settings, data_dir, output, user_callbacks, devices, progress_
         if total % settings.contact_sheet_interval:
             writer.contact_sheet(total)
         status = "finished"
-        call_hooks("on_training_end", hooks["on_training_end"], path=str(final), step=total,
-                   loss=ctx.last_loss, data_directory=str(data_dir), run_name=run["name"])
+        call_hooks(
+            "on_training_end",
+            hooks["on_training_end"],
+            path=str(final),
+            step=total,
+            loss=ctx.last_loss,
+            data_directory=str(data_dir),
+            run_name=run["name"],
+        )
         if output:
             _copy_model(final, output)
             return Path(output)
@@ -425,8 +453,14 @@ def _train_locked(settings, data_dir, output, user_callbacks, devices, progress_
             ctx.writer.close()
         cache.close()
         try:
-            runtable.update_run(data_dir, run["id"], status=status, last_step=ctx.step,
-                                last_loss=ctx.last_loss, ended=_now())
+            runtable.update_run(
+                data_dir,
+                run["id"],
+                status=status,
+                last_step=ctx.step,
+                last_loss=ctx.last_loss,
+                ended=_now(),
+            )
         except CcatError:
             pass
 
@@ -438,7 +472,9 @@ def _now() -> str:
 
 
 def _restore(net, optimizer, progress: ost.Progress) -> None:
-    if len(progress.weights) != len(net.get_weights()) or len(progress.optimizer) != len(optimizer.variables):
+    if len(progress.weights) != len(net.get_weights()) or len(progress.optimizer) != len(
+        optimizer.variables
+    ):
         raise ModelFileError(
             f"progress file {progress.path} does not match this model; move it away to start a new run"
         )
@@ -490,18 +526,28 @@ def _metadata(settings, info, run, step, total, plan, last_loss, val_psnr) -> di
         "crop_size": info.crop_size,
         "stage": plan.stage_of(max(step - 1, 0)),
         "run_name": run["name"],
-        "dataset": {"input": info.input, "ground_truth": info.ground_truth, "frames": info.frames,
-                    "width": info.width, "height": info.height, "hdr": info.hdr},
+        "dataset": {
+            "input": info.input,
+            "ground_truth": info.ground_truth,
+            "frames": info.frames,
+            "width": info.width,
+            "height": info.height,
+            "hdr": info.hdr,
+        },
         "last_loss": last_loss,
         "val_psnr": val_psnr,
         "settings": {k: v for k, v in settings.to_dict().items() if not callable(v)},
     }
 
 
-def _save_checkpoint(path, net, settings, info, run, step, total, plan, last_loss, val_psnr) -> Path:
+def _save_checkpoint(
+    path, net, settings, info, run, step, total, plan, last_loss, val_psnr
+) -> Path:
     from ccat_tf import catfile
 
-    return catfile.save_cat(path, net, _metadata(settings, info, run, step, total, plan, last_loss, val_psnr))
+    return catfile.save_cat(
+        path, net, _metadata(settings, info, run, step, total, plan, last_loss, val_psnr)
+    )
 
 
 def _final_cat_from_progress(data_dir, progress, settings, info, signature, total) -> Path:
@@ -511,14 +557,28 @@ def _final_cat_from_progress(data_dir, progress, settings, info, signature, tota
         return path
     from ccat_tf.models import build_model, divisor
 
-    net = build_model(len(info.input_channels), len(info.output_channels), settings.model_size,
-                      residual=info.residual)
+    net = build_model(
+        len(info.input_channels),
+        len(info.output_channels),
+        settings.model_size,
+        residual=info.residual,
+    )
     net.set_weights(progress.weights)
-    plan = CropPlan(settings.seed, info.pairs, info.batch_size, info.crop_size, divisor(settings.model_size),
-                    tuple(stage_bounds(total, settings.use_multi_resolution_training)), STAGE_SCALES,
-                    (info.height, info.width), settings.augment)
+    plan = CropPlan(
+        settings.seed,
+        info.pairs,
+        info.batch_size,
+        info.crop_size,
+        divisor(settings.model_size),
+        tuple(stage_bounds(total, settings.use_multi_resolution_training)),
+        STAGE_SCALES,
+        (info.height, info.width),
+        settings.augment,
+    )
     run = {"name": progress.run_name, "id": progress.run_id}
-    return _save_checkpoint(path, net, settings, info, run, total, total, plan, progress.last_loss, None)
+    return _save_checkpoint(
+        path, net, settings, info, run, total, total, plan, progress.last_loss, None
+    )
 
 
 def _copy_model(src: Path, dst) -> None:

@@ -16,9 +16,13 @@ from ccat_tf.settings import load_settings_file
 
 def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), helps=None) -> None:
     helps = helps or {}
-    parser.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings (keys as below, with _)")
+    parser.add_argument(
+        "--settings", metavar="FILE", help="YAML or JSON file of settings (keys as below, with _)"
+    )
     parser.add_argument("--settings-json", metavar="JSON", help="settings as a JSON mapping")
-    group = parser.add_argument_group("settings (CopyCat knob names in snake_case; flags override files)")
+    group = parser.add_argument_group(
+        "settings (CopyCat knob names in snake_case; flags override files)"
+    )
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -27,18 +31,30 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), hel
         text = helps.get(f.name, "")
         if isinstance(default, bool):
             group.add_argument(
-                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                flag,
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
                 help=f"{text} (default: {'on' if default else 'off'})".strip(),
             )
         elif isinstance(default, list):
             group.add_argument(
-                flag, dest=f.name, default=None, action="append", metavar="MODULE:FUNCTION",
+                flag,
+                dest=f.name,
+                default=None,
+                action="append",
+                metavar="MODULE:FUNCTION",
                 help=f"{text} (repeatable)".strip(),
             )
         else:
             shown = default if default != "" else "unset"
-            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                               help=f"{text} (default: {shown})".strip())
+            group.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                metavar=f.name.upper(),
+                help=f"{text} (default: {shown})".strip(),
+            )
 
 
 def settings_from_args(args: argparse.Namespace, cls, *, extra: dict | None = None):
@@ -49,7 +65,9 @@ def settings_from_args(args: argparse.Namespace, cls, *, extra: dict | None = No
         try:
             inline = json.loads(args.settings_json)
         except ValueError as err:
-            raise SettingsError(f"--settings-json is not valid JSON ({err}); pass a JSON mapping") from None
+            raise SettingsError(
+                f"--settings-json is not valid JSON ({err}); pass a JSON mapping"
+            ) from None
         if not isinstance(inline, dict):
             raise SettingsError("--settings-json must be a JSON mapping of setting: value")
         data.update(inline)

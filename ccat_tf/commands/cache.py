@@ -10,7 +10,9 @@ HELP = "decode a data set once into an HDF5 frame cache for training"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--output", required=True, metavar="CACHE.h5", help="the HDF5 file to write")
+    parser.add_argument(
+        "--output", required=True, metavar="CACHE.h5", help="the HDF5 file to write"
+    )
     add_settings_arguments(parser, TrainSettings, helps=HELPS)
 
 

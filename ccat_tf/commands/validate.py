@@ -13,7 +13,9 @@ HELP = "check a data set and write a JSON report (nothing else is written)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--report", metavar="FILE.json", help="write the report here (default: print it)")
+    parser.add_argument(
+        "--report", metavar="FILE.json", help="write the report here (default: print it)"
+    )
     add_settings_arguments(parser, TrainSettings, helps=HELPS)
 
 

@@ -1,0 +1,128 @@
+"""Data set validation and the frame cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_settings, write_exr, write_png
+
+import ccat_tf
+from ccat_tf import dataset
+from ccat_tf.cli import main
+from ccat_tf.dataset import DataSetProblems
+
+
+def test_validate_reports_channels_batch_and_total_steps(tiny_dataset, tmp_path):
+    report = tmp_path / "report.json"
+    info = ccat_tf.validate_dataset(
+        tiny_settings(tiny_dataset, tmp_path / "dd", epochs=7), report=report
+    )
+    assert info.pairs == 4 and (info.width, info.height) == (96, 96)
+    assert info.total_steps == 14  # ceil(7 x 4 / 2)
+    assert info.channels_line() == "Channels: R+G+B -> R+G+B   Batch Size: 2   Total Steps: 14"
+    data = json.loads(report.read_text())
+    assert data["ok"] and data["pairs"] == 4 and data["batch_size"] == 2 and not data["hdr"]
+
+
+def test_total_steps_matches_copycat_example():
+    # CopyCat's docs: 10000 epochs, 6 pairs, batch 4 -> 15000 steps.
+    assert dataset.total_steps(10000, 6, 4) == 15000
+
+
+def test_crop_larger_than_frames_is_reduced_with_a_notice(tiny_dataset, tmp_path):
+    info = ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path, crop_size=256))
+    assert info.crop_size == 96
+    assert any(
+        "crop_size 256 does not fit the 96x96 frames; reduced to 96" in n for n in info.notices
+    )
+
+
+def test_auto_batch_size_never_exceeds_pairs(tiny_dataset, tmp_path):
+    info = ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path, batch_size="auto"))
+    assert 1 <= info.batch_size <= 4
+    assert any(n.startswith("batch_size auto:") for n in info.notices)
+
+
+@pytest.mark.parametrize(
+    "break_it, expected",
+    [
+        (
+            lambda r: (r / "gt" / "shot.0003.png").unlink(),
+            r"frame 3: ground truth file .*shot.0003.png does not exist",
+        ),
+        (
+            lambda r: write_png(r / "gt" / "shot.0002.png", np.zeros((64, 96, 3))),
+            r"frame 2: input .* is 96x96 but ground truth .* is 96x64; reformat",
+        ),
+        (lambda r: (r / "in" / "shot.0001.png").write_bytes(b""), r"shot.0001.png"),
+    ],
+)
+def test_broken_pairs_are_named(tiny_dataset, tmp_path, break_it, expected):
+    break_it(tiny_dataset["root"])
+    with pytest.raises(DataSetProblems, match=expected) as err:
+        ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path / "dd"))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_channel_nan_pixels_and_batch_size(tiny_dataset, tmp_path):
+    with pytest.raises(DataSetProblems, match="has no channel"):
+        ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path, output_channels="alpha"))
+    with pytest.raises(DataSetProblems, match="batch_size 9 is more than the 4 image pairs"):
+        ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path, batch_size=9))
+    bad = np.ones((96, 96, 3), np.float32)
+    bad[3, 4, 1] = np.nan
+    write_exr(tmp_path / "nan.0001.exr", bad)
+    write_exr(tmp_path / "ok.0001.exr", np.ones((96, 96, 3), np.float32))
+    with pytest.raises(DataSetProblems, match=r"nan.0001.exr has 1 NaN and 0 infinite"):
+        ccat_tf.validate_dataset(
+            input=str(tmp_path / "nan.####.exr"),
+            ground_truth=str(tmp_path / "ok.####.exr"),
+            frames="1",
+            batch_size=1,
+            data_directory=str(tmp_path),
+        )
+
+
+def test_validation_frames_must_be_held_out(tiny_dataset, tmp_path):
+    with pytest.raises(DataSetProblems, match="validation_frames 3 are also training frames"):
+        ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path, validation_frames="3,5"))
+
+
+def test_validate_cli_lists_every_problem_and_writes_nothing(tiny_dataset, tmp_path, capsys):
+    (tiny_dataset["root"] / "gt" / "shot.0001.png").unlink()
+    (tiny_dataset["root"] / "gt" / "shot.0002.png").unlink()
+    report = tmp_path / "r.json"
+    code = main(
+        [
+            "validate",
+            "--input",
+            tiny_dataset["input"],
+            "--ground-truth",
+            tiny_dataset["ground_truth"],
+            "--frames",
+            "1-4",
+            "--batch-size",
+            "2",
+            "--report",
+            str(report),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and not report.exists()
+    assert err.count("ccat-tf: error: frame") == 2
+
+
+def test_hdf5_cache_round_trips_and_refuses_another_data_set(tiny_dataset, tmp_path):
+    info = ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path))
+    path = dataset.FrameCache.write_hdf5(info, tmp_path / "c.h5")
+    mem = dataset.FrameCache.build_in_memory(info, dataset.STAGE_SCALES)
+    h5 = dataset.FrameCache.open_hdf5(info, path, dataset.STAGE_SCALES)
+    for s in dataset.STAGE_SCALES:
+        for a, b in zip(mem.level(s)[0], h5.level(s)[0], strict=True):
+            assert np.array_equal(a, b[()])
+    h5.close()
+    other = ccat_tf.validate_dataset(tiny_settings(tiny_dataset, tmp_path, frames="1-3"))
+    with pytest.raises(ccat_tf.CcatError, match="built for another data set"):
+        dataset.FrameCache.open_hdf5(other, path, dataset.STAGE_SCALES)
