@@ -25,7 +25,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "small": Preset(filters=(16, 32, 64, 128), convs_per_level=1),
     "medium": Preset(filters=(32, 64, 128, 256), convs_per_level=2),
-    "large": Preset(filters=(48, 96, 192, 384, 384), convs_per_level=2),
+    "large": Preset(filters=(48, 96, 192, 384), convs_per_level=2),
 }
 
 
