@@ -118,7 +118,8 @@ class InferSettings:
     use_gpu_if_available: bool = True
     optimize_for_speed_and_memory: bool = False  #: float16 compute (mixed precision)
     tile_size: Any = "auto"  #: ``auto`` (from free memory) or a size in pixels
-    tile_overlap: int = 32
+    #: ``auto`` (from the network's receptive field: tiled equals untiled) or pixels
+    tile_overlap: Any = "auto"
     batch_tiles: int = 4  #: tiles run through the model together
     output_data_type: str = "auto"  #: ``half``/``float`` for EXR, ``uint8``/``uint16`` for others
     merge_input: bool = False  #: write input RGB + predicted alpha as RGBA
@@ -179,6 +180,9 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
         if value == "auto" or value == 0 or value == "0":
             return "auto"
         return _as_int(name, value)
+    if name == "tile_overlap":
+        # 0 is a real (seamy) overlap, so only the word means automatic here.
+        return "auto" if value == "auto" else _as_int(name, value)
     if name in ("input_channels", "output_channels"):
         if isinstance(value, str) and "," in value:
             value = [v.strip() for v in value.split(",") if v.strip()]
