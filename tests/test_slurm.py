@@ -248,6 +248,7 @@ def test_project_workflow_tiny_config_through_slurm_profile(tmp_path):
             "profiles/slurm-ci",
             "--configfile",
             "tests/configs/tiny.yaml",
+            "--replace-workflow-config",
         ],
         cwd=tmp_path,
         timeout=1800,
