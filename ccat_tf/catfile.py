@@ -153,6 +153,15 @@ def _check_config(path: Path, model_bytes: bytes) -> None:
                         f"{path} contains a layer of class {cls!r}, which ccat_tf models never use; "
                         "refusing to load it (it could run code)"
                     )
+                # Keras looks ``registered_name`` up in the process-wide custom-object registry
+                # before anything else, so a node dressed as Conv2D could otherwise instantiate
+                # any class a plug-in or hook registered. Built-ins carry None (or their own name).
+                registered = node.get("registered_name")
+                if registered not in (None, cls, f"ccat_tf>{cls}"):
+                    raise ModelFileError(
+                        f"{path} asks for the registered class {registered!r} in place of {cls!r}; "
+                        "refusing to load it (it could run code)"
+                    )
                 module = node.get("module")
                 if isinstance(module, str) and not module.startswith("keras"):
                     raise ModelFileError(
