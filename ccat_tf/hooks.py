@@ -140,7 +140,7 @@ def _accepted_kwargs(hook: Hook, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names}
 
 
-def call_hooks(name: str, hooks: Iterable[Hook], **kwargs: Any) -> list[Any]:
+def call_hooks(name: str, hooks: Iterable[Hook], /, **kwargs: Any) -> list[Any]:
     """Call each hook of the event ``name`` with the keyword arguments it accepts.
 
     Returns the hooks' return values. Any exception a hook raises (a :class:`CcatError` included)

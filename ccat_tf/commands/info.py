@@ -1,0 +1,100 @@
+"""``ccat-tf info``: what a .cat expects and how it was trained."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+HELP = "show what a .cat expects and how it was trained"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", metavar="MODEL.cat", help="the trained model")
+    parser.add_argument("--json", action="store_true", help="print the details as JSON")
+
+
+def describe(model_file: str) -> dict[str, Any]:
+    """The .cat's metadata plus what loading the network tells: parameters, receptive field.
+
+    Loading runs every safety check (a hostile or damaged file is refused here as in inference).
+    """
+    from ccat_tf import catfile, tiling
+
+    model, meta = catfile.load_cat(model_file)
+    profile = tiling.profile_model(model)
+    info = dict(meta)
+    info.update(
+        model_file=str(model_file),
+        parameters=int(model.count_params()),
+        receptive_field_radius=profile.radius,
+        auto_tile_overlap=tiling.default_blend(profile).overlap,
+        network_divisor=profile.divisor,
+    )
+    return info
+
+
+def _channels(names, kinds) -> str:
+    names = list(names or [])
+    kinds = list(kinds or [])
+    text = ", ".join(names) if names else "?"
+    if kinds:
+        text += f"  (transform: {', '.join(kinds)})"
+    return text
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable lines for ``ccat-tf info``."""
+    ds = info.get("dataset") or {}
+    size = f"{ds.get('width')}x{ds.get('height')}" if ds.get("width") else "?"
+    loss = info.get("last_loss")
+    rows = [
+        (
+            "model",
+            f"{info['model_file']}  (ccat_tf {info.get('ccat_tf_version', '?')}, created "
+            f"{info.get('created', '?')})",
+        ),
+        (
+            "network",
+            f"{info.get('model_size', '?')} U-Net, {info['parameters']:,} parameters"
+            + (", residual (learns a correction of its input)" if info.get("residual") else ""),
+        ),
+        ("input channels", _channels(info.get("input_channels"), info.get("input_transform"))),
+        ("output channels", _channels(info.get("output_channels"), info.get("output_transform"))),
+        (
+            "divisor",
+            f"{info.get('divisor', info['network_divisor'])} (frames are padded to a multiple)",
+        ),
+        (
+            "receptive field",
+            f"{info['receptive_field_radius']} px radius; tile_overlap auto = "
+            f"{info['auto_tile_overlap']} px",
+        ),
+        (
+            "trained",
+            f"step {info.get('step', '?')} of {info.get('total_steps', '?')}, "
+            f"{info.get('epochs', '?')} epochs, batch {info.get('batch_size', '?')}, "
+            f"crop {info.get('crop_size', '?')}, stage {info.get('stage', '?')}",
+        ),
+        ("last loss", f"{loss:.6g}" if isinstance(loss, int | float) else "?"),
+        (
+            "validation PSNR",
+            f"{info['val_psnr']:.2f} dB" if isinstance(info.get("val_psnr"), int | float) else "-",
+        ),
+        (
+            "data set",
+            f"{ds.get('input', '?')} -> {ds.get('ground_truth', '?')}, frames "
+            f"{ds.get('frames', '?')}, {size}" + (", HDR" if ds.get("hdr") else ""),
+        ),
+        ("run", str(info.get("run_name", "?"))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def run(args) -> int:
+    info = describe(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+    else:
+        print(format_info(info))
+    return 0

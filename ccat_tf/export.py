@@ -1,0 +1,193 @@
+"""Export a .cat as an open model other tools can run: TensorFlow SavedModel or ONNX.
+
+The network inside a .cat works in *training space*: inputs encoded by the stored input transform
+(log shaper for HDR colour, identity otherwise), height and width a multiple of ``divisor``, and
+outputs in encoded form. Exports keep that contract and describe it, so another tool can apply it:
+
+**SavedModel** (a folder; ``tf.saved_model.load(path)``) has two endpoints, both taking a float32
+``(batch, height, width, channels)`` tensor:
+
+* ``serve`` (also ``serving_default``): the bare network, training space in and out; height and
+  width must be multiples of ``divisor``;
+* ``serve_pixels``: the whole Inference recipe for one untiled frame: encode the input transform,
+  reflect-pad the bottom/right to the divisor, run the network, crop, decode the output transform.
+  Pixels in (as read from the file), pixels out. Height and width must be larger than the
+  padding (``divisor - 1``); frames too big for memory need ``ccat-tf infer``, which tiles.
+
+The .cat's metadata is copied to ``assets.extra/ccat.json`` (TF Serving's place for extra files).
+
+**ONNX** (one ``.onnx`` file, opset chosen by tf2onnx): the bare network by default, input
+``image`` with dynamic batch/height/width; ``pixels=True`` exports the ``serve_pixels`` recipe
+instead. The metadata (channels, transforms, divisor, ...) is stored in the model's
+``metadata_props`` (``ccat.json`` holds the full JSON), which onnxruntime exposes as
+``session.get_modelmeta().custom_metadata_map``.
+
+Exports are atomic: written under a temporary name beside the output and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ccat_tf.atomic import TEMP_MARK, atomic_path, temp_path_for
+from ccat_tf.errors import DataDirectoryError, SettingsError
+
+FORMATS = ("savedmodel", "onnx")
+#: Largest magnitude fed to exp when decoding the log shaper (as ``transform.decode`` clamps).
+_MAX_LOG = 80.0
+
+
+def default_output(model_file: str | os.PathLike, format: str) -> Path:  # noqa: A002
+    """``shot.cat`` -> ``shot_savedmodel`` (folder) or ``shot.onnx``, beside the model."""
+    model_file = Path(model_file)
+    if format == "onnx":
+        return model_file.with_suffix(".onnx")
+    return model_file.with_name(model_file.stem + "_savedmodel")
+
+
+def _pixel_function(model, meta: dict[str, Any]):
+    """A tf function: pixels -> pixels, with the stored transforms and divisor padding."""
+    import tensorflow as tf
+
+    divisor = int(meta.get("divisor") or 1)
+    n_in = int(model.inputs[0].shape[-1])
+    n_out = int(model.outputs[0].shape[-1])
+    log_in = [k == "log" for k in meta.get("input_transform") or ["linear"] * n_in]
+    log_out = [k == "log" for k in meta.get("output_transform") or ["linear"] * n_out]
+
+    def pixels(x):
+        # The masks are made inside the traced function: captured eager tensors would become
+        # extra inputs of the ONNX graph.
+        log_in_mask, log_out_mask = tf.constant(log_in), tf.constant(log_out)
+        # sign(x) * log(1 + |x|) written with plain ops (not log1p/expm1) so that every
+        # converter, tf2onnx included, maps them; the float32 difference is < 1e-7.
+        encoded = tf.where(log_in_mask, tf.sign(x) * tf.math.log(1.0 + tf.abs(x)), x)
+        h, w = tf.shape(x)[1], tf.shape(x)[2]
+        ph, pw = (divisor - h % divisor) % divisor, (divisor - w % divisor) % divisor
+        padded = tf.pad(encoded, [[0, 0], [0, ph], [0, pw], [0, 0]], mode="REFLECT")
+        y = model(padded, training=False)[:, :h, :w, :]
+        decoded = tf.sign(y) * (tf.exp(tf.minimum(tf.abs(y), _MAX_LOG)) - 1.0)
+        return tf.where(log_out_mask, decoded, y)
+
+    return pixels
+
+
+def _signature(model):
+    import tensorflow as tf
+
+    channels = int(model.inputs[0].shape[-1])
+    return [tf.TensorSpec([None, None, None, channels], tf.float32, name="image")]
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move a finished folder onto ``target``: the old one is moved aside first, then removed."""
+    old = None
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise SettingsError(f"export output {target} exists and is a file; give a folder path")
+        old = temp_path_for(target)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_savedmodel(model, meta: dict[str, Any], output: Path) -> None:
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = _signature(model)
+    # The first endpoint becomes "serving_default".
+    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=signature)
+    archive.add_endpoint("serve_pixels", _pixel_function(model, meta), input_signature=signature)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f"{TEMP_MARK}{os.getpid()}-{output.name}")
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        extra = tmp / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "ccat.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        _replace_dir(tmp, output)
+    except OSError as err:
+        raise DataDirectoryError(
+            f"cannot write {output}: {err.strerror or err}; check the folder and the free disk space"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export_onnx(model, meta: dict[str, Any], output: Path, pixels: bool) -> None:
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    signature = _signature(model)
+    fn = _pixel_function(model, meta) if pixels else (lambda x: model(x, training=False))
+    concrete = tf.function(fn, input_signature=signature)
+    with warnings.catch_warnings():
+        # Keras' own ONNX export patches tf2onnx for NumPy 2 the same way before converting; the
+        # patch probes np.object, which warns.
+        warnings.simplefilter("ignore", FutureWarning)
+        patch_tf2onnx()
+        proto, _ = tf2onnx.convert.from_function(concrete, input_signature=signature)
+    props = {
+        "ccat.json": json.dumps(meta, sort_keys=True, default=str),
+        "input_channels": ",".join(meta.get("input_channels", [])),
+        "output_channels": ",".join(meta.get("output_channels", [])),
+        "input_transform": ",".join(meta.get("input_transform", [])),
+        "output_transform": ",".join(meta.get("output_transform", [])),
+        "divisor": str(meta.get("divisor", "")),
+        "space": "pixels" if pixels else "training",
+    }
+    onnx.helper.set_model_props(proto, props)
+    with atomic_path(output) as tmp:
+        onnx.save_model(proto, str(tmp))
+
+
+def export(
+    model_file: str | os.PathLike,
+    format: str = "savedmodel",  # noqa: A002 - the CLI flag's name
+    output: str | os.PathLike | None = None,
+    *,
+    pixels: bool = False,
+) -> Path:
+    """Export ``model_file`` (a .cat) as ``savedmodel`` (a folder) or ``onnx`` (a file).
+
+    ``output`` defaults to ``<model>_savedmodel`` or ``<model>.onnx`` beside the .cat. ``pixels``
+    (ONNX only; the SavedModel always has both) exports the pixels-in/pixels-out recipe instead of
+    the bare training-space network. Returns the output path. The model is loaded with the same
+    safety checks as inference; an existing output is replaced only once the new one is complete.
+    """
+    from ccat_tf import catfile
+
+    fmt = str(format).lower().replace("_", "").replace("-", "")
+    if fmt not in FORMATS:
+        raise SettingsError(f"export format {format!r} is unknown; use savedmodel or onnx")
+    out = Path(output) if output else default_output(model_file, fmt)
+    if fmt == "onnx" and out.suffix.lower() != ".onnx":
+        raise SettingsError(f"ONNX output {out} should end in .onnx")
+    if fmt == "savedmodel" and out.exists() and not out.is_dir():
+        raise SettingsError(f"SavedModel output {out} exists and is a file; give a folder path")
+    model, meta = catfile.load_cat(model_file)
+    meta = dict(meta)
+    meta.setdefault("divisor", 1)
+    if fmt == "savedmodel":
+        _export_savedmodel(model, meta, out)
+    else:
+        _export_onnx(model, meta, out, pixels)
+    return out
+
+
+def load_savedmodel_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The .cat metadata stored in an exported SavedModel folder."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((Path(path) / "assets.extra" / "ccat.json").read_text())
+    return {}

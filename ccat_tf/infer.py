@@ -1,0 +1,830 @@
+"""Inference: apply a trained .cat to every frame of a sequence, as Nuke's Inference node does.
+
+``infer(model_file, input=..., frames=..., output=...)`` reads each input frame, encodes it into
+the network's training space (the transform stored in the .cat), reflect-pads it to the model's
+``divisor``, runs the network (whole, or in overlapping tiles blended seam-free, see
+:mod:`ccat_tf.tiling`), crops the padding, decodes the output transform (so scene-linear HDR comes
+back unclipped) and writes the frame.
+
+Everything that can be checked is checked before the first frame is computed: the model loads
+safely, every input frame exists and has the channels the model was trained on, the output
+pattern has a frame token, supports the data type, and would not overwrite any input frame, and
+its folder is writable. Frames are written to a temporary name and renamed, so an aborted render
+never leaves a half-written frame.
+
+Reading and writing run in two background threads (a read-ahead of two frames, a write-behind of
+two), so the network is rarely idle waiting for disk. Hooks (the Python tab) and the progress bar
+run on the calling thread; ``after_frame_render`` and ``render_progress`` are called once a frame
+is safely on disk, which, because of the write-behind, may be after the next frame started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+from ccat_tf import frames as framespec
+from ccat_tf import imageio, tiling, transform
+from ccat_tf.errors import CcatError, DataSetError, ModelFileError, SettingsError
+from ccat_tf.hooks import call_hooks, resolve_hooks
+from ccat_tf.settings import InferSettings
+
+HOOK_NAMES = (
+    "before_render",
+    "before_frame_render",
+    "after_frame_render",
+    "after_render",
+    "render_progress",
+)
+#: Frames decoded ahead of the network, and frames waiting for the writer. Two each keep the
+#: network busy across the occasional slow read/write while bounding memory (a 4K RGB float frame
+#: is 100 MB).
+READ_AHEAD = 2
+WRITE_BEHIND = 2
+#: How many missing frames / clashing paths an error message lists before "and N more".
+_LISTED = 5
+#: Largest finite half-float: what non-finite input values are clamped to (see _sanitize).
+_HALF_MAX = 65504.0
+
+#: What ``optimize_for_speed_and_memory`` does without a GPU, for notices and --help.
+CPU_HALF_NOTE = (
+    "on the CPU float16 is emulated (TensorFlow converts to float32 inside each operation): "
+    "activations take about a third less memory, so automatic tiles are larger, but speed is "
+    "the same or lower than float32, and results differ from float32 by about 1e-3"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# settings and pre-flight checks
+
+
+def _settings_from(
+    settings: InferSettings | dict | None, fixed: dict[str, Any], kw: dict[str, Any]
+) -> InferSettings:
+    if isinstance(settings, InferSettings):
+        base = settings.to_dict()
+    elif settings is None:
+        base = {}
+    elif isinstance(settings, dict):
+        base = dict(settings)
+    else:
+        raise SettingsError(
+            f"settings must be InferSettings or a mapping, not {type(settings).__name__}"
+        )
+    base.update({k: v for k, v in fixed.items() if v is not None})
+    base.update(kw)
+    return InferSettings.from_mapping(base)
+
+
+def _check_settings(s: InferSettings) -> None:
+    for name in ("model_file", "input", "output"):
+        if not str(getattr(s, name)).strip():
+            raise SettingsError(f"{name} is not set; give the {name.replace('_', ' ')}")
+    if s.tile_size != "auto" and s.tile_size < 1:
+        raise SettingsError(f"tile_size is {s.tile_size}; use auto or a size in pixels")
+    if s.tile_overlap != "auto" and s.tile_overlap < 0:
+        raise SettingsError(
+            f"tile_overlap is {s.tile_overlap}; use auto or a number of pixels >= 0"
+        )
+    if s.batch_tiles < 1:
+        raise SettingsError(f"batch_tiles is {s.batch_tiles}; use a whole number of 1 or more")
+
+
+def _listing(items: list) -> str:
+    """The first few items, and how many more: ``1003, 1004, 1010 and 12 more``."""
+    shown = ", ".join(str(i) for i in items[:_LISTED])
+    more = f" and {len(items) - _LISTED} more" if len(items) > _LISTED else ""
+    return f"{shown}{more}"
+
+
+@dataclass
+class _Job:
+    index: int
+    frame: int
+    input_path: str
+    output_path: str
+
+
+def _plan_jobs(s: InferSettings) -> list[_Job]:
+    """Frames, their input and output paths; raises on missing frames or clashing outputs."""
+    if str(s.frames).strip():
+        frame_list = framespec.parse_frames(s.frames)
+    else:
+        frame_list = framespec.find_frames(s.input)
+        if not frame_list:
+            raise SettingsError(
+                f"frames is not set and no frames of {s.input} were found; give frames, e.g. 1001-1100"
+            )
+    seq = framespec.Sequence(s.input, frame_list)
+    missing = seq.missing()
+    if missing:
+        raise DataSetError(
+            f"input {s.input} is missing {len(missing)} of {len(frame_list)} frames "
+            f"({_listing(missing)}); check the pattern and the frames setting"
+        )
+    if len(frame_list) > 1 and not framespec.has_frame_token(s.output):
+        raise SettingsError(
+            f"output {s.output} has no frame token but {len(frame_list)} frames are rendered; "
+            "add one, e.g. out.####.exr"
+        )
+    jobs = [
+        _Job(i, f, framespec.frame_path(s.input, f), framespec.frame_path(s.output, f))
+        for i, f in enumerate(frame_list)
+    ]
+    # Compare real paths (symlinks, "..", relative paths resolved) of every frame, and inodes of
+    # outputs that exist (hard links): a pattern spelled differently can still name the inputs.
+    input_paths = {os.path.realpath(j.input_path) for j in jobs}
+    input_inodes = {_inode(j.input_path) for j in jobs}
+    clashes = [
+        j.output_path
+        for j in jobs
+        if os.path.realpath(j.output_path) in input_paths
+        or (os.path.exists(j.output_path) and _inode(j.output_path) in input_inodes)
+    ]
+    if clashes:
+        raise SettingsError(
+            f"output {s.output} would overwrite the input sequence ({_listing(clashes)}); "
+            "choose another output pattern or folder"
+        )
+    if not s.overwrite:
+        existing = [j.output_path for j in jobs if os.path.exists(j.output_path)]
+        if existing:
+            raise SettingsError(
+                f"overwrite is off and {len(existing)} output frames exist ({_listing(existing)}); "
+                "delete them, choose another output, or turn overwrite on"
+            )
+    return jobs
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_input_headers(
+    jobs: list[_Job], channels: list[str], merge_rgb: bool
+) -> imageio.ImageInfo:
+    """Open every input header (cheap) so a corrupt or channel-less frame fails before rendering."""
+    first = None
+    for job in jobs:
+        info = imageio.image_info(job.input_path)
+        wanted = [(channels, "the model was trained on")]
+        if merge_rgb:
+            wanted.append(("rgb", "merge_input needs"))
+        for spec, why in wanted:
+            try:
+                imageio.resolve_channels(spec, info.channel_names, path=job.input_path)
+            except DataSetError:
+                shown = spec if isinstance(spec, str) else ", ".join(spec)
+                raise DataSetError(
+                    f"input frame {job.input_path} has channels {', '.join(info.channel_names)} "
+                    f"but {why} {shown}; give an input with those channels"
+                ) from None
+        first = first or info
+    assert first is not None
+    return first
+
+
+def _output_data_type(ext: str, requested: str, first: imageio.ImageInfo) -> str:
+    """``auto``: EXR half; other formats keep the input's integer bit depth when they can."""
+    allowed = imageio.DATA_TYPES[ext]
+    if requested not in ("", "auto"):
+        if requested not in allowed:
+            raise SettingsError(
+                f"output_data_type {requested} cannot be written as {ext}; use auto or one of "
+                f"{', '.join(allowed)}"
+            )
+        return requested
+    if ext == ".exr":
+        return "half"
+    if first.format in allowed and first.format.startswith("uint"):
+        if ext == ".dpx" and first.format == "uint16":
+            return "uint10"  # DPX reads as uint16 whatever its 10/12/16 bits; 10-bit is the norm
+        return first.format
+    return allowed[0]
+
+
+def _output_names(meta: dict, merge_input: bool) -> list[str]:
+    names = [str(n) for n in meta["output_channels"]]
+    if merge_input:
+        if len(names) != 1:
+            raise SettingsError(
+                f"merge_input needs a model that predicts one matte channel; this one predicts "
+                f"{', '.join(names)}; turn merge_input off"
+            )
+        return ["R", "G", "B", "A"]
+    # A predicted alpha is written as the standard channel A, whatever the ground truth called it.
+    return ["A" if n.lower() in ("a", "alpha") else n for n in names]
+
+
+def _check_output(s: InferSettings, jobs: list[_Job], names: list[str], data_type: str) -> None:
+    """Write (and delete) a tiny probe beside the first output frame: format, channels, folder."""
+    from ccat_tf.atomic import temp_path_for
+
+    probe = temp_path_for(jobs[0].output_path)
+    try:
+        imageio.write_image(
+            probe, np.zeros((8, 8, len(names)), np.float32), names, data_type=data_type
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# model, device and precision
+
+
+def _choose_device(use_gpu: bool, notice: Callable[[str], None]) -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if use_gpu and gpus:
+        for gpu in gpus:
+            # Grow on demand so the free memory nvidia-smi reports stays meaningful for tiling.
+            with contextlib.suppress(RuntimeError, ValueError):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        if len(gpus) > 1:
+            notice(f"{len(gpus)} GPUs found; inference uses GPU 0")
+        return "/GPU:0"
+    if use_gpu:
+        notice("use_gpu_if_available: no GPU found, running on the CPU")
+    return "/CPU:0"
+
+
+def _check_metadata(meta: dict, model_file: str) -> dict:
+    """Channels and transforms from a .cat's metadata, checked; missing transforms are linear."""
+    for key in ("input_channels", "output_channels"):
+        value = meta.get(key)
+        if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+            raise ModelFileError(
+                f"{model_file} has no valid {key} in its metadata; it was not written by ccat-tf train"
+            )
+    for key, channels in (
+        ("input_transform", "input_channels"),
+        ("output_transform", "output_channels"),
+    ):
+        n = len(meta[channels])
+        kinds = meta.get(key) or ["linear"] * n
+        if (
+            not isinstance(kinds, list)
+            or len(kinds) != n
+            or any(k not in transform.KINDS for k in kinds)
+        ):
+            raise ModelFileError(
+                f"{model_file}: {key} {kinds!r} does not match its {n} {channels}; the file is damaged"
+            )
+        meta[key] = kinds
+    return meta
+
+
+def _load(model_file: str, device: str):
+    """The network and its checked metadata, loaded onto ``device``."""
+    import tensorflow as tf
+
+    from ccat_tf import catfile
+
+    with tf.device(device):
+        model, meta = catfile.load_cat(model_file)
+    meta = _check_metadata(meta, model_file)
+    n_in = int(model.inputs[0].shape[-1])
+    n_out = int(model.outputs[0].shape[-1])
+    if n_in != len(meta["input_channels"]) or n_out != len(meta["output_channels"]):
+        raise ModelFileError(
+            f"{model_file}: the network has {n_in} inputs and {n_out} outputs but its metadata "
+            f"lists {len(meta['input_channels'])} and {len(meta['output_channels'])}; the file is "
+            "inconsistent"
+        )
+    return model, meta
+
+
+def _half_precision_model(model, meta: dict, device: str, notice: Callable[[str], None]):
+    """The same network with float16 compute (float32 output layer), or None if it cannot be."""
+    import tensorflow as tf
+
+    from ccat_tf.models import PRESETS, build_model
+
+    size = meta.get("model_size")
+    if size not in PRESETS:
+        notice(f"optimize_for_speed_and_memory: unknown model_size {size!r}; computing in float32")
+        return None
+    try:
+        with tf.device(device):
+            half = build_model(
+                int(model.inputs[0].shape[-1]),
+                int(model.outputs[0].shape[-1]),
+                size,
+                residual=bool(meta.get("residual", False)),
+                dtype_policy="mixed_float16",
+            )
+            half.set_weights(model.get_weights())
+    except ValueError as err:  # the stored network is not the preset build_model makes
+        notice(
+            f"optimize_for_speed_and_memory: cannot rebuild the network ({err}); computing in float32"
+        )
+        return None
+    return half
+
+
+def _predictor(model, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    import tensorflow as tf
+
+    channels = int(model.inputs[0].shape[-1])
+    with tf.device(device):
+        # One trace for every tile and frame size: no retracing when sizes change.
+        fn = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)],
+        )
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with tf.device(device):
+            return fn(tf.constant(batch, tf.float32)).numpy()
+
+    return predict
+
+
+# --------------------------------------------------------------------------------------------
+# background reading and writing
+
+
+class _Worker(threading.Thread):
+    """A daemon thread draining ``inbox`` with ``handle``; results and errors go to ``outbox``."""
+
+    def __init__(self, name: str, inbox: queue.Queue, outbox: queue.Queue, handle: Callable):
+        super().__init__(name=name, daemon=True)
+        self.inbox, self.outbox, self.handle = inbox, outbox, handle
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        failed = False
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                break
+            # After a failure or a stop keep draining, so a producer never blocks on a full queue.
+            if failed or self.stop.is_set():
+                continue
+            try:
+                result = self.handle(item)
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                failed = True
+                result = err
+            self._put(result)
+
+    def _put(self, result) -> None:
+        while not self.stop.is_set():
+            try:
+                self.outbox.put(result, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+# --------------------------------------------------------------------------------------------
+# progress
+
+
+class FrameProgress:
+    """``[####....] frame 12/48  1.9 fps  left 00:19`` on stderr.
+
+    On a terminal the line is redrawn in place; otherwise (a farm log) a line is printed every
+    ``~5 %`` of the frames, and for the first and last frame, so logs stay short.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = max(1, total // 20)
+        self.t0 = time.perf_counter()
+
+    def rate(self, done: int) -> tuple[float, float]:
+        elapsed = time.perf_counter() - self.t0
+        fps = done / elapsed if elapsed > 0 and done else 0.0
+        left = (self.total - done) / fps if fps > 0 else float("nan")
+        return fps, left
+
+    def update(self, done: int, frame: int) -> None:
+        if not self.enabled:
+            return
+        fps, left = self.rate(done)
+        width = 24
+        filled = int(width * done / max(self.total, 1))
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] frame {done}/{self.total} ({frame})  "
+            f"{fps:.2f} fps  left {_fmt_time(left)}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line + "    ")
+            if done == self.total:
+                self.stream.write("\n")
+        elif done % self.every == 0 or done in (1, self.total):
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self, done: int) -> None:
+        if self.tty and done != self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    h, rem = divmod(int(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+# --------------------------------------------------------------------------------------------
+# per-frame work
+
+
+def _sanitize(x: np.ndarray) -> int:
+    """Replace NaN/inf in place (a NaN would spread over the receptive field); return how many."""
+    bad = ~np.isfinite(x)
+    n = int(np.count_nonzero(bad))
+    if n:
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=_HALF_MAX, neginf=-_HALF_MAX)
+    return n
+
+
+def _write_frame(
+    path: str, pixels: np.ndarray, names: list[str], data_type: str, info: imageio.ImageInfo
+) -> None:
+    """Write one output frame, keeping the input's display window, data window and pixel aspect.
+
+    ``imageio.write_image`` writes EXRs with data window = display window. When the input's data
+    window is a smaller box (a bbox inside the format) the output keeps that box, as Nuke would;
+    overscan beyond the display window is not kept (the reader crops it to the format).
+    """
+    ext = os.path.splitext(path)[1].lower()
+    dx, dy, dw, dh = info.data_window
+    fx, fy, fw, fh = info.display_window
+    x0, x1 = max(dx, fx), min(dx + dw, fx + fw)
+    y0, y1 = max(dy, fy), min(dy + dh, fy + fh)
+    inside = (x0, y0, x1, y1) != (fx, fy, fx + fw, fy + fh) and x0 < x1 and y0 < y1
+    if ext != ".exr" or not inside:
+        imageio.write_image(path, pixels, names, data_type=data_type, template=info)
+        return
+    import OpenImageIO as oiio
+
+    from ccat_tf.atomic import atomic_path
+    from ccat_tf.errors import DataDirectoryError
+
+    crop = np.ascontiguousarray(pixels[y0 - fy : y1 - fy, x0 - fx : x1 - fx], np.float32)
+    spec = oiio.ImageSpec(x1 - x0, y1 - y0, len(names), data_type)
+    spec.channelnames = tuple(names)
+    spec.x, spec.y = x0, y0
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = fx, fy, fw, fh
+    spec.attribute("compression", "zip")
+    if info.pixel_aspect and info.pixel_aspect != 1.0:
+        spec.attribute("PixelAspectRatio", float(info.pixel_aspect))
+    if names[-1] == "A":
+        spec.alpha_channel = len(names) - 1
+    with atomic_path(path) as tmp:
+        out = oiio.ImageOutput.create(str(tmp))
+        try:
+            if out is None or not out.open(str(tmp), spec) or not out.write_image(crop):
+                reason = (
+                    (out.geterror() if out else "") or oiio.geterror(True) or "the writer failed"
+                )
+                raise DataDirectoryError(
+                    f"cannot write {path}: {' '.join(reason.split())}; check the folder and the free "
+                    "disk space (nothing was overwritten)"
+                )
+        finally:
+            if out is not None:
+                out.close()
+
+
+@dataclass
+class _Frame:
+    job: _Job
+    pixels: np.ndarray  # model input channels, as stored in the file
+    rgb: np.ndarray | None  # input RGB for merge_input
+    info: imageio.ImageInfo
+    non_finite: int
+
+
+def infer(
+    model_file: str | os.PathLike | None = None,
+    input: str | None = None,  # noqa: A002 - the Inference node's name for it
+    frames: str | Iterable[int] | None = None,
+    output: str | None = None,
+    *,
+    settings: InferSettings | dict | None = None,
+    progress_bar: bool = True,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Apply a trained .cat to frames of a sequence and write the result as a sequence.
+
+    ``model_file``, ``input`` (a pattern such as ``plate.####.exr``), ``frames`` (``1001-1100``,
+    ``1001-1100x10``, a list; empty: every frame found on disk) and ``output`` (a pattern; its
+    extension picks the format) may also come in ``settings`` (an :class:`InferSettings` or a
+    mapping). Any other :class:`InferSettings` field is a keyword argument: ``tile_size``,
+    ``tile_overlap``, ``batch_tiles``, ``use_gpu_if_available``,
+    ``optimize_for_speed_and_memory``, ``output_data_type``, ``merge_input``, ``overwrite``, and the
+    hooks ``before_render``, ``before_frame_render``, ``after_frame_render``, ``after_render``,
+    ``render_progress`` (callables or ``module:function`` strings, or lists of them).
+
+    Returns a summary: ``frames`` (count), ``paths`` (written files), ``seconds``, ``fps``,
+    ``device``, ``precision``, ``tiling`` (per input resolution), ``notices``,
+    ``peak_rss_bytes``. Raises a one-line :class:`CcatError` for every problem a user can fix;
+    frames already written stay complete, none is ever half-written.
+    """
+    s = _settings_from(
+        settings,
+        {
+            "model_file": os.fspath(model_file) if model_file is not None else None,
+            "input": input,
+            "frames": framespec.format_frames(list(frames))
+            if frames is not None and not isinstance(frames, str | int)
+            else frames,
+            "output": output,
+        },
+        kw,
+    )
+    _check_settings(s)
+    t_start = time.perf_counter()
+    notices: list[str] = []
+
+    def notice(message: str) -> None:
+        notices.append(message)
+        if progress_bar:
+            print(f"ccat-tf: {message}", file=sys.stderr, flush=True)
+
+    hooks = {name: resolve_hooks(getattr(s, name), name) for name in HOOK_NAMES}
+    from ccat_tf.catfile import read_metadata
+
+    # Metadata first (no TensorFlow needed): bad input is reported in a second, not after a load.
+    meta_preview = _check_metadata(read_metadata(s.model_file), s.model_file)
+    in_channels = [str(c) for c in meta_preview.get("input_channels") or []]
+    out_ext = os.path.splitext(s.output)[1].lower()
+    if out_ext not in imageio.SUPPORTED_EXTENSIONS:
+        raise SettingsError(
+            f"output {s.output}: unsupported extension {out_ext or '(none)'!r}; use one of "
+            f"{', '.join(imageio.SUPPORTED_EXTENSIONS)}"
+        )
+    names = _output_names(meta_preview, s.merge_input)
+    merge_rgb_separately = s.merge_input and [c.upper() for c in in_channels[:3]] != ["R", "G", "B"]
+    jobs = _plan_jobs(s)
+    first_info = _check_input_headers(jobs, in_channels, s.merge_input)
+    data_type = _output_data_type(out_ext, str(s.output_data_type).lower(), first_info)
+    _check_output(s, jobs, names, data_type)
+
+    # Pre-flight done: now the (slow) TensorFlow part.
+    device = _choose_device(s.use_gpu_if_available, notice)
+    model, meta = _load(s.model_file, device)
+    profile = tiling.profile_model(model)
+    divisor = max(int(meta.get("divisor") or 1), profile.divisor)
+    precision = "float32"
+    net = model
+    if s.optimize_for_speed_and_memory:
+        half = _half_precision_model(model, meta, device, notice)
+        if half is not None:
+            net, precision = half, "mixed_float16"
+            if device == "/CPU:0":
+                notice(f"optimize_for_speed_and_memory: {CPU_HALF_NOTE}")
+    predict = _predictor(net, device)
+    if s.tile_overlap == "auto":
+        blend = tiling.default_blend(profile)
+    else:
+        blend = tiling.blend_for_overlap(int(s.tile_overlap), profile)
+        needed = tiling.default_blend(profile).overlap
+        if blend.overlap < needed:
+            notice(
+                f"tile_overlap {blend.overlap} is less than this network's receptive field needs "
+                f"({needed}); tiles are feathered but may differ slightly from untiled output"
+            )
+    budget, budget_source = tiling.free_memory_bytes(device != "/CPU:0")
+    dtype_bytes = 4 if precision == "float32" else 3  # mixed: measured ~2/3 of float32's memory
+    plans: dict[tuple[int, int], tiling.TilePlan] = {}
+
+    def plan_for(h: int, w: int) -> tiling.TilePlan:
+        ph, pw = h + (-h) % divisor, w + (-w) % divisor
+        if (h, w) not in plans:
+            if s.tile_size == "auto":
+                size = tiling.auto_tile_size(
+                    profile,
+                    ph,
+                    pw,
+                    blend,
+                    batch_tiles=s.batch_tiles,
+                    budget_bytes=budget,
+                    dtype_bytes=dtype_bytes,
+                )
+                how = f"auto from {budget_source}"
+            else:
+                size, how = int(s.tile_size), "tile_size"
+            plan = tiling.plan_tiles(ph, pw, size, blend, divisor)
+            plans[(h, w)] = plan
+            if plan.tiled:
+                notice(
+                    f"{w}x{h} frames: {plan.count} tiles of {plan.tile_width}x{plan.tile_height} "
+                    f"({how}), overlap {blend.overlap} px, {s.batch_tiles} per batch, "
+                    f"{plan.overhead():.2f}x pixels computed"
+                )
+        return plans[(h, w)]
+
+    in_kinds, out_kinds = meta["input_transform"], meta["output_transform"]
+
+    def read(job: _Job) -> _Frame:
+        pixels, info = imageio.read_image_with_info(job.input_path, in_channels)
+        rgb = None
+        if s.merge_input:
+            rgb = (
+                imageio.read_image(job.input_path, "rgb")
+                if merge_rgb_separately
+                else pixels[..., :3].copy()
+            )
+        bad = _sanitize(pixels)
+        return _Frame(job, pixels, rgb, info, bad)
+
+    def write(item) -> tuple[_Job, float]:
+        job, pixels, info = item
+        t0 = time.perf_counter()
+        _write_frame(job.output_path, pixels, names, data_type, info)
+        return job, time.perf_counter() - t0
+
+    read_in: queue.Queue = queue.Queue()
+    read_out: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    write_in: queue.Queue = queue.Queue(maxsize=WRITE_BEHIND)
+    write_out: queue.Queue = queue.Queue()
+    reader = _Worker("ccat-infer-read", read_in, read_out, read)
+    writer = _Worker("ccat-infer-write", write_in, write_out, write)
+    for job in jobs:
+        read_in.put(job)
+    read_in.put(None)
+
+    total = len(jobs)
+    bar = FrameProgress(total, enabled=progress_bar)
+    written: list[str] = []
+    frame_started: dict[int, float] = {}
+
+    def finish(result) -> None:
+        if isinstance(result, BaseException):
+            raise result
+        job, _ = result
+        written.append(job.output_path)
+        done = len(written)
+        fps, left = bar.rate(done)
+        call_hooks(
+            "after_frame_render",
+            hooks["after_frame_render"],
+            frame=job.frame,
+            index=job.index,
+            total=total,
+            path=job.output_path,
+            input_path=job.input_path,
+            seconds=time.perf_counter() - frame_started.get(job.index, t_start),
+        )
+        bar.update(done, job.frame)
+        call_hooks(
+            "render_progress",
+            hooks["render_progress"],
+            frame=job.frame,
+            index=job.index,
+            total=total,
+            done=done,
+            progress=done / total,
+            path=job.output_path,
+            fps=fps,
+            eta_seconds=left,
+        )
+
+    def drain(block_until: int) -> None:
+        while len(written) < block_until:
+            finish(write_out.get())
+        while True:
+            try:
+                finish(write_out.get_nowait())
+            except queue.Empty:
+                return
+
+    call_hooks(
+        "before_render",
+        hooks["before_render"],
+        model_file=s.model_file,
+        input=s.input,
+        output=s.output,
+        frames=[j.frame for j in jobs],
+        total=total,
+        settings={k: v for k, v in s.to_dict().items() if k not in HOOK_NAMES},
+    )
+    non_finite = 0
+    reader.start()
+    writer.start()
+    bar.t0 = time.perf_counter()
+    try:
+        for job in jobs:
+            drain(0)  # a failed write stops the render before the next frame is computed
+            item = read_out.get()
+            if isinstance(item, BaseException):
+                raise item
+            frame: _Frame = item
+            if frame.non_finite:
+                non_finite += frame.non_finite
+                notice(
+                    f"frame {job.frame}: {frame.non_finite} NaN/infinite input values replaced (NaN by 0)"
+                )
+            frame_started[job.index] = time.perf_counter()
+            call_hooks(
+                "before_frame_render",
+                hooks["before_frame_render"],
+                frame=job.frame,
+                index=job.index,
+                total=total,
+                input_path=job.input_path,
+                path=job.output_path,
+            )
+            h, w = frame.pixels.shape[:2]
+            plan = plan_for(h, w)
+            x = tiling.pad_to_divisor(transform.encode(frame.pixels, in_kinds), divisor)
+            y = tiling.predict_tiled(predict, x, plan, len(out_kinds), s.batch_tiles)
+            result = transform.decode(y[:h, :w], out_kinds)
+            if frame.rgb is not None:
+                result = np.concatenate([frame.rgb, result], axis=-1)
+            _put(write_in, (job, result, frame.info), writer.stop)
+            drain(0)
+        _put(write_in, None, writer.stop)
+        drain(total)
+    except BaseException:
+        reader.stop.set()
+        writer.stop.set()
+        raise
+    finally:
+        # Unblock both threads whatever happened (a stopped worker drains its queue, so the put
+        # succeeds); they are daemons, so a stuck disk cannot hang the caller.
+        for q in (read_in, write_in):
+            with contextlib.suppress(queue.Full):
+                q.put(None, timeout=5)
+        bar.close(len(written))
+        reader.join(timeout=5)
+        writer.join(timeout=60)
+    seconds = time.perf_counter() - t_start
+    render_seconds = time.perf_counter() - bar.t0
+    summary = {
+        "model_file": os.fspath(s.model_file),
+        "input": s.input,
+        "output": s.output,
+        "frames": total,
+        "paths": written,
+        "seconds": seconds,
+        "fps": total / render_seconds if render_seconds > 0 else 0.0,
+        "device": device,
+        "precision": precision,
+        "data_type": data_type,
+        "channels": names,
+        "tiling": {
+            f"{w}x{h}": {
+                "tiles": p.count,
+                "tile_size": [p.tile_width, p.tile_height],
+                "overlap": blend.overlap,
+                "receptive_field_radius": profile.radius,
+            }
+            for (h, w), p in plans.items()
+        },
+        "non_finite_inputs": non_finite,
+        "notices": notices,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    call_hooks(
+        "after_render",
+        hooks["after_render"],
+        frames=[j.frame for j in jobs],
+        total=total,
+        output=s.output,
+        paths=list(written),
+        seconds=seconds,
+        fps=summary["fps"],
+    )
+    return summary
+
+
+__all__ = ["infer", "FrameProgress", "HOOK_NAMES", "CcatError"]
