@@ -1,0 +1,199 @@
+"""TensorBoard event files (``<data_directory>/<run>/events.out.tfevents.*.summary``) -> loss.csv.
+
+The training process writes, per run, the scalars ``loss`` and ``stage_scale`` and
+``steps_per_second`` every step and ``val_psnr`` at checkpoints (when validation frames are set).
+:func:`read_summaries` collects them from every run of a Data Directory into one table, as
+CopyCat's Graph tab shows all runs of its Data Directory; :func:`summary_to_csv` writes it.
+
+Event files are read as they are, including those of a killed process: a truncated or damaged last
+record ends that file (what came before it is kept). A resumed run logs again the steps after its
+last progress file; for a step logged twice the value written last wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from pathlib import Path
+
+from ccat_tf.atomic import TEMP_MARK, atomic_path
+from ccat_tf.errors import DataDirectoryError
+
+COLUMNS = ["run", "step", "wall_time", "loss", "val_psnr", "stage_scale", "steps_per_second"]
+TAGS = ("loss", "val_psnr", "stage_scale", "steps_per_second")
+SUFFIX = ".summary"
+_DT_FLOAT, _DT_DOUBLE = 1, 2  # tensorflow.core.framework.types_pb2 DataType values
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def summary_files(data_directory: str | os.PathLike) -> dict[str, list[Path]]:
+    """``{run name: [event files]}`` for every run folder holding ``*.summary`` files.
+
+    Runs are in run-table order (``runs.json``), then any others by name.
+    """
+    from ccat_tf.runs import load_runs
+
+    folder = Path(data_directory)
+    found: dict[str, list[Path]] = {}
+    for sub in folder.iterdir() if folder.is_dir() else ():
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        files = sorted(
+            p
+            for p in sub.iterdir()
+            if p.name.endswith(SUFFIX) and not p.name.startswith(TEMP_MARK) and p.is_file()
+        )
+        if files:
+            found[sub.name] = files
+    try:
+        order = [r["name"] for r in load_runs(folder)]
+    except DataDirectoryError:
+        order = []  # a damaged runs.json must not hide the losses: fall back to names
+    known = [n for n in order if n in found]
+    rest = sorted((n for n in found if n not in order), key=_natural_key)
+    return {n: found[n] for n in known + rest}
+
+
+def scalar(tag: str, value: float, step: int) -> None:
+    """Write one scalar to the default ``tf.summary`` writer, as ``tf.summary.scalar`` does.
+
+    ``tf.summary.scalar`` needs the ``tensorboard`` package (TensorFlow >= 2.16 no longer
+    installs it); this writes the same record (a float32 tensor marked for TensorBoard's scalars
+    plugin) with TensorFlow alone.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
+
+
+def _tensor_scalar(tensor, tf) -> float | None:
+    """The value of a one-element TensorProto (fast paths for float32/float64 scalars)."""
+    if not tensor.tensor_shape.dim:
+        if tensor.dtype == _DT_FLOAT:
+            if len(tensor.tensor_content) == 4:
+                return struct.unpack("<f", tensor.tensor_content)[0]
+            if len(tensor.float_val) == 1:
+                return float(tensor.float_val[0])
+        elif tensor.dtype == _DT_DOUBLE:
+            if len(tensor.tensor_content) == 8:
+                return struct.unpack("<d", tensor.tensor_content)[0]
+            if len(tensor.double_val) == 1:
+                return float(tensor.double_val[0])
+    try:
+        arr = tf.make_ndarray(tensor)
+        return float(arr.reshape(())) if arr.size == 1 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _read_events(path: Path, notices: list[str] | None):
+    """Yield ``(step, wall_time, tag, value)`` of the scalars in one event file."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # summary_iterator's deprecation notice is not for our users
+    try:
+        iterator = tf.compat.v1.train.summary_iterator(str(path))
+        while True:
+            try:
+                event = next(iterator)
+            except StopIteration:
+                return
+            except tf.errors.DataLossError:
+                if notices is not None:
+                    notices.append(
+                        f"{path} ends in a truncated or damaged record (a killed writer?); "
+                        "read what came before it"
+                    )
+                return
+            for v in event.summary.value:
+                if v.tag not in TAGS:
+                    continue
+                if v.HasField("tensor"):
+                    value = _tensor_scalar(v.tensor, tf)
+                    if value is None:
+                        continue
+                elif v.HasField("simple_value"):
+                    value = float(v.simple_value)
+                else:
+                    continue
+                yield int(event.step), float(event.wall_time), v.tag, value
+    finally:
+        logger.setLevel(level)
+
+
+def read_summaries(data_directory: str | os.PathLike, notices: list[str] | None = None):
+    """All runs' scalars as a ``pandas.DataFrame`` with columns :data:`COLUMNS`.
+
+    One row per (run, step), NaN where a scalar was not logged at that step; sorted by run
+    (run-table order) then step. ``wall_time`` is when the step's loss was written (seconds since
+    the epoch). Problems that do not stop the reading (a truncated file) are appended to
+    ``notices`` when a list is given.
+    """
+    import pandas as pd
+
+    records = []
+    order = 0
+    for run, files in summary_files(data_directory).items():
+        # Older files first, so that a resumed run's re-logged steps (a newer file) win.
+        keyed = []
+        for path in files:
+            events = list(_read_events(path, notices))
+            first = min((e[1] for e in events), default=float("inf"))
+            keyed.append((first, path.name, events))
+        keyed.sort(key=lambda k: (k[0], k[1]))
+        for _, _, events in keyed:
+            for step, wall, tag, value in events:
+                records.append((run, step, tag, wall, value, order))
+                order += 1
+    if not records:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS}).astype(
+            {"run": "object", "step": "int64"}
+        )
+    raw = pd.DataFrame(records, columns=["run", "step", "tag", "wall_time", "value", "order"])
+    raw = raw.sort_values("order").drop_duplicates(["run", "step", "tag"], keep="last")
+    values = raw.pivot(index=["run", "step"], columns="tag", values="value")
+    walls = raw.pivot(index=["run", "step"], columns="tag", values="wall_time")
+    wall = walls["loss"] if "loss" in walls else walls.max(axis=1)
+    wall = wall.fillna(walls.max(axis=1))
+    table = values.reindex(columns=list(TAGS)).astype("float64")
+    table.insert(0, "wall_time", wall.astype("float64"))
+    table = table.reset_index()
+    run_rank = {r: i for i, r in enumerate(dict.fromkeys(raw["run"]))}
+    table["_rank"] = table["run"].map(run_rank)
+    table = table.sort_values(["_rank", "step"], kind="stable").drop(columns="_rank")
+    table["step"] = table["step"].astype("int64")
+    table["run"] = table["run"].astype("object")
+    table.columns.name = None
+    return table[COLUMNS].reset_index(drop=True)
+
+
+def summary_to_csv(
+    data_directory: str | os.PathLike,
+    output: str | os.PathLike,
+    notices: list[str] | None = None,
+) -> Path:
+    """Write :func:`read_summaries` of ``data_directory`` to ``output`` (CSV) atomically."""
+    folder = Path(data_directory)
+    if not folder.is_dir():
+        raise DataDirectoryError(
+            f"data directory {folder} does not exist; give the data_directory a training used"
+        )
+    table = read_summaries(folder, notices)
+    if table.empty:
+        raise DataDirectoryError(f"no .summary files in {folder}; train first")
+    output = Path(output)
+    # The scalars were logged as float32: write them as such (0.1, not 0.10000000149011612);
+    # wall_time keeps float64's full precision.
+    table = table.astype({c: "float32" for c in TAGS})
+    with atomic_path(output) as tmp:
+        table.to_csv(tmp, index=False)
+    return output
