@@ -1,0 +1,527 @@
+"""The Snakemake workflow: lint, DAG shape, dry-run speed, rerun semantics, and (slow) the real
+tiny workflow end to end.
+
+Fast tests drive the Snakemake CLI in a temporary working directory with `-s Snakefile -d tmp`
+and a generated config.yaml there. The rerun tests fake a finished tree (empty outputs, then
+`snakemake --touch --forceall` to record Snakemake's metadata) and only ask Snakemake what it
+would rerun: they test the DAG's rerun triggers, not the package. The `slow` tests run the real
+package on tests/configs/tiny.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+PLATE = str(REPO / "demo" / "bikes" / "plate" / "bikes.####.png")
+GROUND_TRUTH = str(REPO / "demo" / "bikes" / "groundtruth" / "bikes.####.png")
+DIRECTORY_RULES = {"infer_chunk", "infer"}  # their outputs are directory()s
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool = True, **kw):
+    """Run the workflow's Snakefile in `workdir` (its config.yaml) with this Python's Snakemake."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--workflow-profile",
+        "none",
+        *args,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def demo_shot(**overrides) -> dict:
+    shot = {
+        "input": PLATE,
+        "ground_truth": GROUND_TRUTH,
+        "frames": "1001-1019x6",
+        "preview": PLATE,
+        "preview_frames": 1048,
+        "infer_frames": "1001-1004",
+    }
+    shot.update(overrides)
+    return shot
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs: list[tuple[str, dict]] = []
+    current = None
+    for line in result.stdout.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            current = (m.group(1), {})
+            jobs.append(current)
+            continue
+        if current is None:
+            continue
+        if not line.strip():
+            current = None
+            continue
+        m = re.match(r"^\s+wildcards: (.*)$", line)
+        if m:
+            for item in m.group(1).split(", "):
+                key, _, value = item.partition("=")
+                current[1][key] = value
+    return jobs
+
+
+def job_set(result) -> set[tuple[str, str]]:
+    """{(rule, shot)} of a dry run ('' for jobs without a shot)."""
+    return {(rule, wc.get("shot", "")) for rule, wc in planned_jobs(result)}
+
+
+def fake_finished_tree(workdir: Path) -> None:
+    """Create every output as an empty file/folder, then let Snakemake record it as done."""
+    summary = snakemake(workdir, "-n", "--summary", "--cores", "1").stdout
+    for line in summary.splitlines():
+        fields = line.split("\t")
+        if len(fields) < 3 or fields[0] == "output_file":
+            continue
+        path, rule = workdir / fields[0], fields[2]
+        if rule in DIRECTORY_RULES:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "frame.png").touch()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake(workdir, "--touch", "--forceall", "--cores", "1")
+    assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "1").stdout
+
+
+# ---- static checks ------------------------------------------------------------------------------
+
+
+def test_lint_passes():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--workflow-profile", "none"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_snakefmt_check():
+    snakefmt = shutil.which("snakefmt", path=str(Path(sys.executable).parent)) or shutil.which(
+        "snakefmt"
+    )
+    if snakefmt is None:
+        pytest.skip("snakefmt is not installed")
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow/rules").glob("*.smk")))]
+    result = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_repository_config_dry_run():
+    """`snakemake -n` in the repository itself (config.yaml's demo shot) plans the whole job."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "none", "--cores", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("train", "bikes") in job_set(result)
+
+
+# ---- DAG shape ----------------------------------------------------------------------------------
+
+
+def test_dag_of_all(tmp_path):
+    write_config(tmp_path, {"infer_chunk_size": 2, "shots": {"A": demo_shot()}})
+    jobs = planned_jobs(snakemake(tmp_path, "-n", "--cores", "1"))
+    counts: dict[str, int] = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    assert counts == {
+        "validate": 1,
+        "cache": 1,
+        "train": 1,
+        "summary_csv": 1,
+        "graph": 1,
+        "contact_sheet": 1,
+        "preview": 1,
+        "overview": 1,
+        "infer_chunk": 2,
+        "infer": 1,
+        "output_samples": 1,
+        "all": 1,
+    }
+    chunks = sorted(wc["chunk"] for rule, wc in jobs if rule == "infer_chunk")
+    assert chunks == ["1001-1002", "1003-1004"]
+
+
+def test_shot_without_preview_or_infer_frames_trains_only(tmp_path):
+    shot = demo_shot()
+    for key in ("preview", "preview_frames", "infer_frames"):
+        del shot[key]
+    write_config(tmp_path, {"shots": {"A": shot}})
+    rules = {rule for rule, _ in planned_jobs(snakemake(tmp_path, "-n", "--cores", "1"))}
+    assert rules == {
+        "validate",
+        "cache",
+        "train",
+        "summary_csv",
+        "graph",
+        "contact_sheet",
+        "overview",
+        "all",
+    }
+
+
+def test_single_target_builds_only_its_chain(tmp_path):
+    write_config(tmp_path, {"shots": {"A": demo_shot(), "B": demo_shot()}})
+    result = snakemake(tmp_path, "-n", "--cores", "1", "results/B/model.cat")
+    assert job_set(result) == {("validate", "B"), ("cache", "B"), ("train", "B")}
+
+
+def test_commands_rules_run(tmp_path):
+    """The exact ccat-tf command lines (the contract with the package's CLI)."""
+    write_config(tmp_path, {"infer_chunk_size": 2, "shots": {"A": demo_shot(epochs=7)}})
+    out = snakemake(tmp_path, "-n", "-p", "--cores", "1").stdout
+    assert "python -m ccat_tf validate --settings-json '{" in out
+    assert "--report results/A/dataset_report.json" in out
+    assert "python -m ccat_tf cache --settings-json '{" in out
+    assert "--output results/A/dataset_cache.h5" in out
+    train = next(line for line in out.splitlines() if "ccat_tf train" in line)
+    assert "--data-directory results/A/train --cache-file results/A/dataset_cache.h5" in train
+    assert "--output results/A/model.cat" in train
+    settings = json.loads(re.search(r"--settings-json '(\{.*?\})'", train).group(1))
+    assert settings["epochs"] == 7 and settings["model_size"] == "medium"
+    assert "tile_size" not in settings  # inference settings never reach training
+    infer = next(line for line in out.splitlines() if "ccat_tf infer" in line)
+    assert "python -m ccat_tf infer results/A/model.cat --input " in infer
+    assert re.search(
+        r"--frames (1001-1002|1003-1004) --output '?results/A/chunks/\1/A\.####\.exr'?", infer
+    ), infer
+    infer_settings = json.loads(re.search(r"--settings-json '(\{.*?\})'", infer).group(1))
+    assert "epochs" not in infer_settings and infer_settings["tile_size"] == "auto"
+    assert "python -m ccat_tf summary-csv results/A/train --output results/A/loss.csv" in out
+    assert "python -m ccat_tf graph results/A/loss.csv --output results/A/graph.png" in out
+    assert "python -m ccat_tf overview results/A/train --output results/overview.png" in out
+    assert "oiiotool -i " in out and "-o results/A/output_samples.png" in out
+
+
+# ---- speed --------------------------------------------------------------------------------------
+
+
+def test_dry_run_of_50_shots_takes_under_5_seconds(tmp_path):
+    shots = {
+        f"shot{i:03d}": demo_shot(
+            frames="1001-1043x6", validation_frames="1016,1034", infer_frames="1001-1048"
+        )
+        for i in range(50)
+    }
+    write_config(tmp_path, {"shots": shots})
+    # Wall time, best of up to 3 tries: the machine may be shared, and one slow try under
+    # someone else's load says nothing about the workflow.
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        result = snakemake(tmp_path, "-n", "--cores", "2")
+        times.append(time.perf_counter() - start)
+        assert sum(1 for rule, _ in planned_jobs(result) if rule == "train") == 50
+        if times[-1] < 5.0:
+            break
+    assert min(times) < 5.0, f"dry runs of 50 shots took {', '.join(f'{t:.1f}' for t in times)} s"
+
+
+# ---- rerun semantics ----------------------------------------------------------------------------
+
+
+TWO_SHOTS = {
+    "infer_chunk_size": 2,
+    "shots": {"A": demo_shot(validation_frames="1016"), "B": demo_shot()},
+}
+
+
+@pytest.fixture(scope="module")
+def _finished_template(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("finished")
+    write_config(workdir, TWO_SHOTS)
+    fake_finished_tree(workdir)
+    return workdir
+
+
+@pytest.fixture
+def finished_two_shots(_finished_template, tmp_path):
+    """A and B as if the whole workflow had run (empty outputs, real Snakemake metadata)."""
+    workdir = tmp_path / "work"
+    shutil.copytree(_finished_template, workdir, symlinks=True)  # keeps mtimes
+    assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "1").stdout
+    return workdir, json.loads(json.dumps(TWO_SHOTS))
+
+
+DOWNSTREAM_OF_TRAIN = {
+    "train",
+    "summary_csv",
+    "graph",
+    "contact_sheet",
+    "preview",
+    "infer_chunk",
+    "infer",
+    "output_samples",
+}
+INFERENCE = {"infer_chunk", "infer", "output_samples"}
+
+
+def rerun_plan(workdir: Path, config: dict) -> set[tuple[str, str]]:
+    write_config(workdir, config)
+    return job_set(snakemake(workdir, "-n", "--cores", "1"))
+
+
+def test_editing_a_training_setting_retrains_that_shot_only(finished_two_shots):
+    workdir, config = finished_two_shots
+    config["shots"]["A"]["epochs"] = 20000
+    plan = rerun_plan(workdir, config)
+    assert plan == {(rule, "A") for rule in DOWNSTREAM_OF_TRAIN} | {("overview", ""), ("all", "")}
+
+
+def test_editing_model_size_in_defaults_retrains_every_shot_that_inherits_it(finished_two_shots):
+    workdir, config = finished_two_shots
+    config["defaults"] = {"model_size": "small"}
+    config["shots"]["B"]["model_size"] = "medium"  # B keeps its setting: untouched
+    plan = rerun_plan(workdir, config)
+    # model_size is also checked by validate (divisor of the crop), so A revalidates
+    assert {shot for _, shot in plan} == {"A", ""}
+    assert ("validate", "A") in plan and ("train", "A") in plan
+
+
+def test_editing_an_inference_setting_reruns_only_inference(finished_two_shots):
+    workdir, config = finished_two_shots
+    config["shots"]["A"]["tile_overlap"] = 48
+    plan = rerun_plan(workdir, config)
+    assert plan == {(rule, "A") for rule in INFERENCE} | {("all", "")}
+
+
+def test_editing_output_format_reruns_only_inference(finished_two_shots):
+    workdir, config = finished_two_shots
+    config["shots"]["B"]["output_format"] = "png"
+    plan = rerun_plan(workdir, config)
+    assert plan == {(rule, "B") for rule in INFERENCE} | {("all", "")}
+
+
+def test_changing_the_chunk_size_reruns_only_inference(finished_two_shots):
+    workdir, _ = finished_two_shots
+    result = snakemake(workdir, "-n", "--cores", "1", "--config", "infer_chunk_size=3")
+    chunks = {
+        (wc["shot"], wc["chunk"]) for rule, wc in planned_jobs(result) if rule == "infer_chunk"
+    }
+    assert chunks == {
+        ("A", "1001-1003"),
+        ("A", "1004-1004"),
+        ("B", "1001-1003"),
+        ("B", "1004-1004"),
+    }
+    assert {rule for rule, _ in job_set(result)} == INFERENCE | {"all"}
+
+
+def test_editing_validation_frames_resumes_training_without_rebuilding_the_cache(
+    finished_two_shots,
+):
+    workdir, config = finished_two_shots
+    config["shots"]["A"]["validation_frames"] = "1016,1034"
+    plan = rerun_plan(workdir, config)
+    assert ("validate", "A") in plan and ("train", "A") in plan
+    assert ("cache", "A") in plan  # the new report is an input of the cache
+    assert not {p for p in plan if p[1] == "B"}
+
+
+def test_interrupted_training_reruns(finished_two_shots):
+    """A training job that died leaves model.cat missing (Snakemake deletes outputs of failed
+    jobs): the next call reruns A's training, whose engine resumes from the Data Directory."""
+    workdir, _ = finished_two_shots
+    (workdir / "results/A/model.cat").unlink()
+    plan = job_set(snakemake(workdir, "-n", "--cores", "1"))
+    assert ("train", "A") in plan and ("validate", "A") not in plan and ("cache", "A") not in plan
+    assert not {p for p in plan if p[1] == "B"}
+
+
+def test_data_directory_is_not_an_output(finished_two_shots):
+    workdir, _ = finished_two_shots
+    summary = snakemake(workdir, "-n", "--summary", "--cores", "1").stdout
+    outputs = [line.split("\t")[0] for line in summary.splitlines()[1:]]
+    assert "results/A/model.cat" in outputs
+    assert not [o for o in outputs if o.startswith("results/A/train")]
+
+
+# ---- the real thing (needs the training and inference engines) ----------------------------------
+
+
+@pytest.fixture
+def tiny_workdir(tmp_path):
+    """tests/configs/tiny.yaml as the config.yaml of a fresh working directory."""
+    shutil.copy(REPO / "tests" / "configs" / "tiny.yaml", tmp_path / "config.yaml")
+    (tmp_path / "demo").symlink_to(REPO / "demo")
+    return tmp_path
+
+
+def tiny_config(workdir: Path) -> dict:
+    return yaml.safe_load((workdir / "config.yaml").read_text())
+
+
+def train_log(workdir: Path) -> str:
+    return (workdir / "logs" / "train" / "tiny.log").read_text()
+
+
+def latest_step(workdir: Path) -> int:
+    from ccat_tf import state
+
+    progress = state.load_latest_progress(workdir / "results" / "tiny" / "train")
+    return progress.step if progress else 0
+
+
+@pytest.mark.slow
+def test_tiny_workflow_end_to_end(tiny_workdir):
+    work = tiny_workdir
+    snakemake(work, "--cores", "2", timeout=1800)
+    res = work / "results" / "tiny"
+    for name in (
+        "model.cat",
+        "loss.csv",
+        "graph.png",
+        "contact_sheet.png",
+        "preview.png",
+        "output_samples.png",
+        "dataset_report.json",
+        "dataset_cache.h5",
+    ):
+        assert (res / name).stat().st_size > 0, name
+    assert (work / "results" / "overview.png").stat().st_size > 0
+    frames = sorted(p.name for p in (res / "output").glob("tiny.*.exr"))
+    assert frames == [f"tiny.{f}.exr" for f in range(1001, 1007)]
+    assert (res / "train" / "progress.ost").exists()
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "2").stdout
+
+    # More epochs: a compatible change. Only training (and what follows) reruns, and it
+    # continues from the .ost instead of starting over.
+    step_before = latest_step(work)
+    config = tiny_config(work)
+    config["shots"]["tiny"]["epochs"] = 15
+    write_config(work, config)
+    result = snakemake(work, "--cores", "2", timeout=1800)
+    ran = {rule for rule, _ in planned_jobs(result)} or set(
+        re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.M)
+    )
+    assert "validate" not in ran and "cache" not in ran
+    assert re.search(rf"resuming \S+ at step {step_before}\b", train_log(work)), train_log(work)
+    assert latest_step(work) > step_before
+
+    # An inference setting: inference only.
+    config["shots"]["tiny"]["tile_overlap"] = 8
+    write_config(work, config)
+    plan = {rule for rule, _ in job_set(snakemake(work, "-n", "--cores", "2"))}
+    assert plan == INFERENCE | {"all"}
+
+    # The report holds the graph, contact sheet, preview and output frames.
+    snakemake(work, "--report", str(work / "report.html"), timeout=600)
+    assert (work / "report.html").stat().st_size > 0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _training_process(root: int) -> int | None:
+    for pid in _descendants(root):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ccat_tf" in cmdline and b"train" in cmdline:
+            return pid
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the training process through /proc")
+def test_killed_training_resumes_on_the_next_call(tiny_workdir):
+    work = tiny_workdir
+    config = tiny_config(work)
+    config["shots"]["tiny"].update(epochs=200, checkpoint_interval=10)  # 400 steps
+    write_config(work, config)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(work),
+        "--workflow-profile",
+        "none",
+        "--cores",
+        "2",
+        "results/tiny/model.cat",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 900
+        while latest_step(work) < 20:  # a couple of checkpoints written
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "training made no progress"
+            time.sleep(1)
+        pid = _training_process(proc.pid)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    assert not (work / "results" / "tiny" / "model.cat").exists()
+    killed_at = latest_step(work)
+    assert 0 < killed_at < 400
+
+    snakemake(work, "--cores", "2", "results/tiny/model.cat", timeout=1800)
+    log = train_log(work)
+    assert re.search(r"resuming \S+ at step (\d+)", log), log
+    resumed_at = int(re.search(r"resuming \S+ at step (\d+)", log).group(1))
+    assert resumed_at >= killed_at - 10  # the last progress file written before the kill
+    assert latest_step(work) == 400
+    assert (work / "results" / "tiny" / "model.cat").exists()

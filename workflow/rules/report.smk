@@ -1,0 +1,149 @@
+# What a compositor looks at: loss.csv and graph.png per shot (all runs of its Data Directory),
+# the latest contact sheet and preview copied beside them, a strip of output frames, and one
+# overview of every shot. The images are marked for `snakemake --report report.html`.
+
+
+rule summary_csv:
+    input:
+        model="results/{shot}/model.cat",
+    output:
+        csv="results/{shot}/loss.csv",
+    log:
+        "logs/summary_csv/{shot}.log",
+    benchmark:
+        "results/benchmarks/summary_csv/{shot}.tsv"
+    conda:
+        "../../envs/ccat_tf-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        data_directory=train_directory,
+    shell:
+        "python -m ccat_tf summary-csv {params.data_directory:q}"
+        " --output {output.csv:q} > {log:q} 2>&1"
+
+
+rule graph:
+    input:
+        csv="results/{shot}/loss.csv",
+    output:
+        png=report(
+            "results/{shot}/graph.png",
+            caption="../report/graph.rst",
+            category="Shots",
+            subcategory="{shot}",
+            labels={"shot": "{shot}", "figure": "loss graph"},
+        ),
+    log:
+        "logs/graph/{shot}.log",
+    benchmark:
+        "results/benchmarks/graph/{shot}.tsv"
+    conda:
+        "../../envs/ccat_tf-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "python -m ccat_tf graph {input.csv:q} --output {output.png:q} > {log:q} 2>&1"
+
+
+# The Data Directory is not an output (see train.smk), so these copy its newest images to
+# fixed names the report and the user can point at.
+rule contact_sheet:
+    input:
+        model="results/{shot}/model.cat",
+    output:
+        png=report(
+            "results/{shot}/contact_sheet.png",
+            caption="../report/contact_sheet.rst",
+            category="Shots",
+            subcategory="{shot}",
+            labels={"shot": "{shot}", "figure": "latest contact sheet"},
+        ),
+    log:
+        "logs/contact_sheet/{shot}.log",
+    benchmark:
+        "results/benchmarks/contact_sheet/{shot}.tsv"
+    params:
+        data_directory=train_directory,
+    run:
+        copy_latest_image(params.data_directory, "contact", output.png, log[0])
+
+
+rule preview:
+    input:
+        model="results/{shot}/model.cat",
+    output:
+        png=report(
+            "results/{shot}/preview.png",
+            caption="../report/preview.rst",
+            category="Shots",
+            subcategory="{shot}",
+            labels={"shot": "{shot}", "figure": "latest preview"},
+        ),
+    log:
+        "logs/preview/{shot}.log",
+    benchmark:
+        "results/benchmarks/preview/{shot}.tsv"
+    params:
+        data_directory=train_directory,
+    run:
+        copy_latest_image(params.data_directory, "preview", output.png, log[0])
+
+
+rule output_samples:
+    input:
+        frames="results/{shot}/output",
+        plates=sample_plate_files,
+    output:
+        png=report(
+            "results/{shot}/output_samples.png",
+            caption="../report/output_samples.rst",
+            category="Shots",
+            subcategory="{shot}",
+            labels={"shot": "{shot}", "figure": "output frames"},
+        ),
+    log:
+        "logs/output_samples/{shot}.log",
+    benchmark:
+        "results/benchmarks/output_samples/{shot}.tsv"
+    conda:
+        "../../envs/ccat_tf-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        command=samples_command,
+    shell:
+        "{params.command} > {log:q} 2>&1"
+
+
+rule overview:
+    input:
+        models=all_models,
+    output:
+        png=report(
+            "results/overview.png",
+            caption="../report/overview.rst",
+            category="Overview",
+            labels={"figure": "all shots"},
+        ),
+    log:
+        "logs/overview/overview.log",
+    benchmark:
+        "results/benchmarks/overview/overview.tsv"
+    conda:
+        "../../envs/ccat_tf-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        data_directories=all_train_directories,
+    shell:
+        "python -m ccat_tf overview {params.data_directories:q}"
+        " --output {output.png:q} > {log:q} 2>&1"
