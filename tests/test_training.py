@@ -243,15 +243,15 @@ def test_sigterm_saves_progress_and_resume_is_bit_exact(tiny_dataset, tmp_path):
 
     b = {**base, "data_directory": str(tmp_path / "b")}
     with pytest.raises(
-        TrainingInterrupted, match="SIGTERM received: progress saved at step 7"
+        TrainingInterrupted, match="SIGTERM received: progress saved at step 8 of 20"
     ) as err:
         ccat_tf.train(b, callbacks=[KillAt()], progress_bar=False)
     assert err.value.exit_code == 75
     resumed = ccat_tf.load_model(ccat_tf.train(b, progress_bar=False))
     runs = ccat_tf.list_runs(tmp_path / "b")
     assert [(r["status"], r["first_step"], r["last_step"]) for r in runs] == [
-        ("interrupted", 0, 7),
-        ("finished", 7, 20),
+        ("interrupted", 0, 8),
+        ("finished", 8, 20),
     ]
     for wa, wb in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         assert np.array_equal(wa, wb)
@@ -262,14 +262,16 @@ import sys, json, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import ccat_tf
+from ccat_tf.summary import read_summaries
 settings = json.loads(sys.argv[1])
-out = {}
+weights, losses = {}, {}
 for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
     s = dict(settings, data_directory=settings["data_directory"] + name)
     net = ccat_tf.load_model(ccat_tf.train(s, devices=devices, progress_bar=False))
-    out[name] = [w.tolist() for w in net.get_weights()]
-diff = max(float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(out["one"], out["two"]))
-print("MAXDIFF", diff)
+    weights[name] = net.get_weights()
+    losses[name] = read_summaries(s["data_directory"])["loss"].tolist()
+diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights["one"], weights["two"]))
+print("RESULT" + json.dumps({"weight_diff": diff, "losses": losses}))
 """
 
 
@@ -291,7 +293,13 @@ def test_two_replicas_on_two_logical_cpus_match_one_replica(tiny_dataset, tmp_pa
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "training on 2 replicas: /cpu:0, /cpu:1" in proc.stderr
-    diff = float(proc.stdout.split("MAXDIFF")[1])
-    # Same global batch, gradients averaged over replicas instead of over one batch: equal up to
-    # float reordering.
-    assert diff < 1e-4
+    result = json.loads(proc.stdout.split("RESULT")[1])
+    one, two = result["losses"]["one"], result["losses"]["two"]
+    # Step 1 starts from identical weights: the reported loss is the global batch mean (replica
+    # losses averaged, not summed), so it matches one replica's to float precision.
+    assert len(one) == len(two) == 3
+    assert abs(one[0] - two[0]) < 1e-6 * max(1.0, one[0])
+    # Gradients are all-reduced across replicas; afterwards only float reordering differs, which
+    # Adam's normalisation can amplify on near-zero gradients: close, not bit-equal.
+    assert np.allclose(one, two, rtol=2e-2)
+    assert result["weight_diff"] < 1e-2
