@@ -36,7 +36,7 @@ import numpy as np
 
 from ccat_tf import frames as framespec
 from ccat_tf import imageio, tiling, transform
-from ccat_tf.errors import CcatError, DataSetError, ModelFileError, SettingsError
+from ccat_tf.errors import DataSetError, ModelFileError, SettingsError
 from ccat_tf.hooks import call_hooks, resolve_hooks
 from ccat_tf.settings import InferSettings
 
@@ -435,9 +435,11 @@ class FrameProgress:
         fps, left = self.rate(done)
         width = 24
         filled = int(width * done / max(self.total, 1))
+        # Heavy frames (4K, large models on a CPU) read better as seconds per frame.
+        speed = f"{fps:.2f} fps" if fps >= 1 or fps == 0 else f"{1 / fps:.1f} s/frame"
         line = (
             f"[{'#' * filled}{'.' * (width - filled)}] frame {done}/{self.total} ({frame})  "
-            f"{fps:.2f} fps  left {_fmt_time(left)}"
+            f"{speed}  left {_fmt_time(left)}"
         )
         if self.tty:
             self.stream.write("\r" + line + "    ")
@@ -555,7 +557,7 @@ def infer(
 
     Returns a summary: ``frames`` (count), ``paths`` (written files), ``seconds``, ``fps``,
     ``device``, ``precision``, ``tiling`` (per input resolution), ``notices``,
-    ``peak_rss_bytes``. Raises a one-line :class:`CcatError` for every problem a user can fix;
+    ``peak_rss_bytes``. Raises a one-line :class:`~ccat_tf.errors.CcatError` for every problem a user can fix;
     frames already written stay complete, none is ever half-written.
     """
     s = _settings_from(
@@ -630,7 +632,7 @@ def infer(
         ph, pw = h + (-h) % divisor, w + (-w) % divisor
         if (h, w) not in plans:
             if s.tile_size == "auto":
-                size = tiling.auto_tile_size(
+                size = tiling.auto_tile_shape(
                     profile,
                     ph,
                     pw,
@@ -827,4 +829,4 @@ def infer(
     return summary
 
 
-__all__ = ["infer", "FrameProgress", "HOOK_NAMES", "CcatError"]
+__all__ = ["infer", "FrameProgress", "HOOK_NAMES", "CPU_HALF_NOTE"]

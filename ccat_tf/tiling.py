@@ -254,20 +254,24 @@ def min_tile_size(blend: Blend, divisor: int) -> int:
     return _round_up(2 * (blend.margin + blend.ramp) + divisor, divisor)
 
 
-def plan_tiles(height: int, width: int, tile_size: int, blend: Blend, divisor: int) -> TilePlan:
-    """Plan square-ish tiles of at most ``tile_size`` over a padded ``height`` x ``width`` frame.
+def plan_tiles(
+    height: int, width: int, tile_size: int | tuple[int, int], blend: Blend, divisor: int
+) -> TilePlan:
+    """Plan tiles of at most ``tile_size`` (square, or ``(height, width)``) over a padded frame.
 
-    ``height`` and ``width`` must be multiples of ``divisor``; ``tile_size`` is rounded down to
-    one. A frame that fits in one tile is one tile (untiled inference).
+    ``height`` and ``width`` must be multiples of ``divisor``; tile sides are rounded down to one
+    and clamped to the frame. A frame that fits in one tile is one tile (untiled inference).
     """
     if height % divisor or width % divisor:
         raise ValueError(f"padded frame {width}x{height} is not a multiple of {divisor}")
-    tile = max(divisor, _round_down(int(tile_size), divisor))
-    th, tw = min(tile, height), min(tile, width)
-    if (th < height or tw < width) and tile < min_tile_size(blend, divisor):
+    want_h, want_w = tile_size if isinstance(tile_size, tuple) else (tile_size, tile_size)
+    th = min(max(divisor, _round_down(int(want_h), divisor)), height)
+    tw = min(max(divisor, _round_down(int(want_w), divisor)), width)
+    smallest = min_tile_size(blend, divisor)
+    if (th < height and th < smallest) or (tw < width and tw < smallest):
         raise SettingsError(
             f"tile_size {tile_size} is too small for a tile_overlap of {blend.overlap} pixels; "
-            f"use a tile_size of {min_tile_size(blend, divisor)} or more (or auto)"
+            f"use a tile_size of {smallest} or more (or auto)"
         )
     ys = _starts(height, th, blend.overlap, divisor)
     xs = _starts(width, tw, blend.overlap, divisor)
@@ -299,7 +303,7 @@ def free_memory_bytes(use_gpu: bool) -> tuple[int, str]:
     return int(avail * _CPU_MEMORY_SHARE), f"{avail / 2**30:.1f} GiB of available RAM"
 
 
-def auto_tile_size(
+def auto_tile_shape(
     profile: ModelProfile,
     height: int,
     width: int,
@@ -308,12 +312,15 @@ def auto_tile_size(
     batch_tiles: int = 1,
     budget_bytes: int,
     dtype_bytes: int = 4,
-) -> int:
-    """The largest divisor-aligned tile size whose batch fits in ``budget_bytes``.
+) -> tuple[int, int]:
+    """``(tile_height, tile_width)`` for a padded frame: the cheapest tiling that fits memory.
 
-    Returns a size covering the whole padded frame when it fits (untiled is fastest and exact).
-    Otherwise ``batch_tiles`` tiles must fit together. Never below :func:`min_tile_size`: when
-    memory is that short, the smallest working tile is used and the OS is trusted with the rest.
+    The whole frame when it fits (untiled is fastest and exact). Otherwise ``batch_tiles`` tiles
+    must fit in ``budget_bytes`` together, and among the divisor-aligned shapes that do, the one
+    computing the fewest pixels (overlaps included) wins; rectangular tiles often beat square
+    ones, e.g. full-height strips of a 2.35:1 frame need no horizontal seams. Never below
+    :func:`min_tile_size`: when memory is that short, the smallest working tile is used and the
+    OS is trusted with the rest.
     """
     d = profile.divisor
     per_pixel = profile.bytes_per_pixel(dtype_bytes)
@@ -321,11 +328,21 @@ def auto_tile_size(
     max_pixels_tensor = _MAX_TENSOR_ELEMENTS / profile.max_tensor_elements_per_pixel
     whole = height * width
     if whole * per_pixel <= budget_bytes and whole <= max_pixels_tensor:
-        return max(height, width)
-    batch = max(1, batch_tiles)
-    pixels = min(budget_bytes / per_pixel, max_pixels_tensor) / batch
-    side = _round_down(int(math.sqrt(pixels)), d)
-    return max(side, min_tile_size(blend, d))
+        return height, width
+    max_pixels = min(budget_bytes / per_pixel / max(1, batch_tiles), max_pixels_tensor)
+    smallest = min_tile_size(blend, d)
+    best: tuple[tuple[int, int], tuple[int, int]] | None = None
+    for th in range(min(smallest, height), height + 1, d):
+        tw = min(width, _round_down(int(max_pixels // th), d))
+        if tw < min(smallest, width):
+            break  # taller tiles only get narrower from here
+        plan = plan_tiles(height, width, (th, tw), blend, d)
+        key = (plan.count * plan.tile_height * plan.tile_width, plan.count)
+        if best is None or key < best[0]:
+            best = (key, (plan.tile_height, plan.tile_width))
+    if best is None:
+        return min(smallest, height), min(smallest, width)
+    return best[1]
 
 
 def predict_tiled(

@@ -80,21 +80,28 @@ def test_pad_to_divisor_reflects():
     assert tiny.shape == (8, 8, 1)
 
 
-def test_auto_tile_size_follows_memory():
+def test_auto_tile_shape_follows_memory():
     p = _profile()
     blend = tiling.default_blend(p)
     per_px = p.bytes_per_pixel()
     # Plenty of memory: the whole frame is one tile.
-    assert tiling.auto_tile_size(p, 1088, 1920, blend, budget_bytes=int(1e12)) == 1920
-    # Room for 4 tiles of ~512 px.
-    size = tiling.auto_tile_size(
-        p, 2160, 3840, blend, batch_tiles=4, budget_bytes=int(4 * 512 * 512 * per_px)
-    )
-    assert size == 512
+    assert tiling.auto_tile_shape(p, 1088, 1920, blend, budget_bytes=int(1e12)) == (1088, 1920)
+    # Room for 4 tiles of ~512x512 px: a tiling that fits and computes few extra pixels.
+    budget = int(4 * 512 * 512 * per_px)
+    th, tw = tiling.auto_tile_shape(p, 2160, 3840, blend, batch_tiles=4, budget_bytes=budget)
+    assert th * tw * per_px * 4 <= budget and th % 8 == 0 and tw % 8 == 0
+    square = tiling.plan_tiles(2160, 3840, 512, blend, 8)
+    chosen = tiling.plan_tiles(2160, 3840, (th, tw), blend, 8)
+    assert chosen.overhead() <= square.overhead()
+    # With room for strips, the frame is cut in one direction only (strips beat squares).
+    budget = int(1632 * 1200 * per_px)
+    th, tw = tiling.auto_tile_shape(p, 1632, 3840, blend, budget_bytes=budget)
+    assert th == 1632 or tw == 3840
+    square = tiling.plan_tiles(1632, 3840, 1392, blend, 8)  # about the same area
+    assert tiling.plan_tiles(1632, 3840, (th, tw), blend, 8).overhead() < square.overhead()
     # Hardly any memory: the smallest tile that still has a core.
-    assert tiling.auto_tile_size(p, 2160, 3840, blend, budget_bytes=1) == tiling.min_tile_size(
-        blend, 8
-    )
+    smallest = tiling.min_tile_size(blend, 8)
+    assert tiling.auto_tile_shape(p, 2160, 3840, blend, budget_bytes=1) == (smallest, smallest)
 
 
 def test_free_memory_is_positive():

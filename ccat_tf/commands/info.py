@@ -42,6 +42,14 @@ def _channels(names, kinds) -> str:
     return text
 
 
+def _frames(value) -> str:
+    from ccat_tf.frames import format_frames
+
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return format_frames(value)
+    return str(value) if value not in (None, "") else "?"
+
+
 def format_info(info: dict[str, Any]) -> str:
     """Human-readable lines for ``ccat-tf info``."""
     ds = info.get("dataset") or {}
@@ -83,7 +91,7 @@ def format_info(info: dict[str, Any]) -> str:
         (
             "data set",
             f"{ds.get('input', '?')} -> {ds.get('ground_truth', '?')}, frames "
-            f"{ds.get('frames', '?')}, {size}" + (", HDR" if ds.get("hdr") else ""),
+            f"{_frames(ds.get('frames'))}, {size}" + (", HDR" if ds.get("hdr") else ""),
         ),
         ("run", str(info.get("run_name", "?"))),
     ]
