@@ -31,6 +31,8 @@ import contextlib
 import json
 import os
 import shutil
+import sys
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -191,3 +193,18 @@ def load_savedmodel_metadata(path: str | os.PathLike) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         return json.loads((Path(path) / "assets.extra" / "ccat.json").read_text())
     return {}
+
+
+class _CallableModule(types.ModuleType):
+    """Calling the module ``ccat_tf.export`` calls the function :func:`export`.
+
+    ``ccat_tf.export(...)`` is the public API (exported lazily by ``ccat_tf/__init__.py``), but
+    importing this submodule makes Python bind the package attribute ``ccat_tf.export`` to the
+    module, shadowing the function; this keeps both spellings working.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -28,6 +28,7 @@ import resource
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -200,7 +201,12 @@ def _check_input_headers(
 
 
 def _output_data_type(ext: str, requested: str, first: imageio.ImageInfo) -> str:
-    """``auto``: EXR half; other formats keep the input's integer bit depth when they can."""
+    """The data type to write: as requested, or ``auto``.
+
+    ``auto``: EXR half (as Nuke writes by default); DPX 10-bit (the VFX norm; 8-bit only from
+    8-bit DPX input); other formats keep the input's bit depth when they can store it (16-bit
+    PNG stays 16-bit, float TIFF stays float), else the format's default.
+    """
     allowed = imageio.DATA_TYPES[ext]
     if requested not in ("", "auto"):
         if requested not in allowed:
@@ -211,11 +217,10 @@ def _output_data_type(ext: str, requested: str, first: imageio.ImageInfo) -> str
         return requested
     if ext == ".exr":
         return "half"
-    if first.format in allowed and first.format.startswith("uint"):
-        if ext == ".dpx" and first.format == "uint16":
-            return "uint10"  # DPX reads as uint16 whatever its 10/12/16 bits; 10-bit is the norm
-        return first.format
-    return allowed[0]
+    if ext == ".dpx":
+        # DPX reads back as uint16 whatever its 10/12/16 bits, so only 8-bit input is telling.
+        return "uint8" if first.file_format == "dpx" and first.format == "uint8" else "uint10"
+    return first.format if first.format in allowed else allowed[0]
 
 
 def _output_names(meta: dict, merge_input: bool) -> list[str]:
@@ -830,3 +835,18 @@ def infer(
 
 
 __all__ = ["infer", "FrameProgress", "HOOK_NAMES", "CPU_HALF_NOTE"]
+
+
+class _CallableModule(types.ModuleType):
+    """Calling the module ``ccat_tf.infer`` calls the function :func:`infer`.
+
+    ``ccat_tf.infer(...)`` is the public API (exported lazily by ``ccat_tf/__init__.py``), but
+    importing this submodule makes Python bind the package attribute ``ccat_tf.infer`` to the
+    module, shadowing the function; this keeps both spellings working.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return infer(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

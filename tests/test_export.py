@@ -110,3 +110,11 @@ def test_cli_export(cat, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     assert main(["export", str(cat), "--format", "onnx", "--output", str(out)]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
+
+
+def test_package_level_export_stays_callable(cat):
+    import ccat_tf
+    import ccat_tf.export  # noqa: F401 - binds the package attribute to the submodule
+
+    with pytest.raises(SettingsError, match="unknown"):
+        ccat_tf.export(cat, "tflite")

@@ -189,6 +189,19 @@ def test_matte_model_writes_alpha_and_merge_input_writes_rgba(models, tmp_path):
     np.testing.assert_allclose(data[..., 3:], ref, atol=2e-3)
 
 
+def test_output_bit_depths(models, exr_seq):
+    root = exr_seq["root"]
+    common = dict(input=exr_seq["input"], frames="1001", progress_bar=False)
+    infer(models["rgb"], output=str(root / "d.####.dpx"), **common)
+    dpx = oiio.ImageInput.open(str(root / "d.1001.dpx"))
+    assert dpx.spec().get_int_attribute("oiio:BitsPerSample") == 10
+    dpx.close()
+    infer(models["rgb"], output=str(root / "t.####.tif"), output_data_type="float", **common)
+    assert imageio.image_info(root / "t.1001.tif").format == "float"
+    infer(models["rgb"], output=str(root / "j.####.jpg"), **common)
+    assert imageio.image_info(root / "j.1001.jpg").format == "uint8"
+
+
 def test_exr_windows_and_pixel_aspect_are_kept(models, tmp_path):
     path = tmp_path / "win.0001.exr"
     spec = oiio.ImageSpec(40, 30, 3, "half")
@@ -536,3 +549,12 @@ def test_cli_infer_info_and_errors(models, exr_seq, capsys, tmp_path):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("ccat-tf: error: ") and "R, G, B, A" in err[-1]
+
+
+def test_package_level_api_stays_callable(models, exr_seq):
+    """``ccat_tf.infer`` works even after ``import ccat_tf.infer`` bound the submodule there."""
+    import ccat_tf
+    import ccat_tf.infer  # noqa: F401 - binds the package attribute to the submodule
+
+    with pytest.raises(SettingsError, match="unsupported extension"):
+        ccat_tf.infer(models["rgb"], input=exr_seq["input"], frames="1001", output="x.####.gif")
