@@ -157,6 +157,63 @@ def test_repository_config_dry_run():
     assert ("train", "bikes") in job_set(result)
 
 
+# ---- profiles -----------------------------------------------------------------------------------
+
+
+def load_profile(name: str) -> dict:
+    return yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text())
+
+
+def test_workflow_profile_sets_nothing_a_cluster_profile_needs():
+    """profiles/default is loaded as the workflow profile on every run and wins over --profile,
+    key by key: `cores` there would cap SLURM jobs' threads at the login node's cores, `retries`
+    would cancel the SLURM retries of preempted trainings."""
+    default = load_profile("default")
+    assert default["rerun-incomplete"] is True
+    assert set(default["rerun-triggers"]) == {"mtime", "params", "input", "code", "software-env"}
+    assert not set(default) & set(load_profile("slurm")), "keys set in both are overridden"
+    assert not {"cores", "retries", "set-threads", "set-resources", "jobs"} & set(default)
+
+
+def test_slurm_profile_resubmits_preempted_training():
+    slurm = load_profile("slurm")
+    assert slurm["executor"] == "slurm"
+    assert slurm["retries"] >= 1
+    assert (
+        slurm["set-resources"]["train"]["runtime"]
+        > slurm["set-resources"]["infer_chunk"]["runtime"]
+    )
+
+
+def test_slurm_profile_dry_run(tmp_path):
+    """The SLURM profile parses and gives training a GPU, its memory and its signal."""
+    write_config(tmp_path, {"shots": {"A": demo_shot()}})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(SNAKEFILE),
+            "-d",
+            str(tmp_path),
+            "--profile",
+            str(REPO / "profiles" / "slurm"),
+            "-n",
+            "-p",
+            "results/A/model.cat",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    train = result.stdout.split("rule train:", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"resources: .*\bgpu=1\b", train), train
+    assert "mem_mb=32000" in train and "--signal=TERM@120" in train, train
+    # (threads are not checked: a dry run plans with 1 core unless --cores is given)
+
+
 # ---- DAG shape ----------------------------------------------------------------------------------
 
 
@@ -231,7 +288,9 @@ def test_commands_rules_run(tmp_path):
     assert "epochs" not in infer_settings and infer_settings["tile_size"] == "auto"
     assert "python -m ccat_tf summary-csv results/A/train --output results/A/loss.csv" in out
     assert "python -m ccat_tf graph results/A/loss.csv --output results/A/graph.png" in out
-    assert "python -m ccat_tf overview results/A/train --output results/overview.png" in out
+    assert (
+        "python -m ccat_tf overview results/A/train --labels A --output results/overview.png" in out
+    )
     assert "oiiotool -i " in out and "-o results/A/output_samples.png" in out
 
 
@@ -356,7 +415,15 @@ def test_editing_validation_frames_resumes_training_without_rebuilding_the_cache
     config["shots"]["A"]["validation_frames"] = "1016,1034"
     plan = rerun_plan(workdir, config)
     assert ("validate", "A") in plan and ("train", "A") in plan
-    assert ("cache", "A") in plan  # the new report is an input of the cache
+    assert ("cache", "A") not in plan  # the cached pairs did not change
+    assert not {p for p in plan if p[1] == "B"}
+
+
+def test_editing_the_data_set_frames_rebuilds_the_cache(finished_two_shots):
+    workdir, config = finished_two_shots
+    config["shots"]["A"]["frames"] = "1001-1013x6"
+    plan = rerun_plan(workdir, config)
+    assert {("validate", "A"), ("cache", "A"), ("train", "A")} <= plan
     assert not {p for p in plan if p[1] == "B"}
 
 

@@ -1,10 +1,14 @@
 # Decode the data set once into an HDF5 frame cache (every pair, at each multi-resolution
-# scale) that training reads crops from. Its params are only what decides the cached pixels.
+# scale) that training reads crops from. Its inputs and params are only what decides the cached
+# pixels, so it is rebuilt when the pairs or their channels change and not when the validation
+# report is rewritten for crop_size, batch_size or validation_frames. It does not wait for
+# validate (`ccat-tf cache` checks the data set itself and fails with the same message); train
+# needs both. (Depending on the report, even as ancient(), would rebuild it or, with ancient,
+# make Snakemake miss train's params change in the same run.)
 
 
 rule cache:
     input:
-        report="results/{shot}/dataset_report.json",
         pairs=pair_files,
     output:
         cache="results/{shot}/dataset_cache.h5",

@@ -206,6 +206,10 @@ def all_train_directories(wildcards):
     return [data_directory(shot) for shot in shots()]
 
 
+def shots_of(wildcards):
+    return shots()
+
+
 def all_models(wildcards):
     return [f"results/{shot}/model.cat" for shot in shots()]
 

@@ -26,7 +26,7 @@ rule infer_chunk:
         "results/benchmarks/infer_chunk/{shot}/{chunk}.tsv"
     conda:
         "../../envs/ccat_tf-gpu.yaml"
-    threads: 2
+    threads: 4
     resources:
         mem_mb=8000,
         runtime=60,

@@ -144,6 +144,7 @@ rule overview:
         runtime=15,
     params:
         data_directories=all_train_directories,
+        labels=shots_of,
     shell:
         "python -m ccat_tf overview {params.data_directories:q}"
-        " --output {output.png:q} > {log:q} 2>&1"
+        " --labels {params.labels:q} --output {output.png:q} > {log:q} 2>&1"

@@ -13,6 +13,7 @@
 
 rule train:
     input:
+        report="results/{shot}/dataset_report.json",
         cache="results/{shot}/dataset_cache.h5",
         extra=train_extra_files,
     output:
