@@ -31,6 +31,10 @@ FORMAT_VERSION = 1
 META_NAME = "ccat.json"
 MODEL_NAME = "model.keras"
 MAX_MEMBER_BYTES = 2 * 1024**3
+# How the weights inside model.keras are stored: ``float32`` (Keras' own) or ``float16`` (half the
+# size, for the shipped pretrained weights; loading casts back to the model's float32 variables).
+WEIGHTS_DTYPES = ("float32", "float16")
+WEIGHTS_MEMBER = "model.weights.h5"
 
 # Every class a ccat_tf network may contain. Anything else in a model config is refused.
 ALLOWED_CLASSES = {
@@ -49,16 +53,32 @@ ALLOWED_CLASSES = {
 }
 
 
-def save_cat(path: str | os.PathLike, model, metadata: dict[str, Any]) -> Path:
-    """Write ``model`` and ``metadata`` as a .cat at ``path``, atomically."""
+def save_cat(
+    path: str | os.PathLike,
+    model,
+    metadata: dict[str, Any],
+    *,
+    weights_dtype: str = "float32",
+) -> Path:
+    """Write ``model`` and ``metadata`` as a .cat at ``path``, atomically.
+
+    ``weights_dtype="float16"`` stores the weights at half precision (recorded in the metadata as
+    ``weights_dtype``); :func:`load_cat` casts them back to float32.
+    """
     from ccat_tf import __version__
 
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}, not {weights_dtype!r}")
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="ccat-save-") as tmpdir:
         keras_path = Path(tmpdir) / MODEL_NAME
         model.save(keras_path)
         model_bytes = keras_path.read_bytes()
+    if weights_dtype == "float16":
+        model_bytes = _weights_to_float16(model_bytes)
     meta = dict(metadata)
+    if weights_dtype != "float32":
+        meta["weights_dtype"] = weights_dtype
     meta.update(
         format=FORMAT_VERSION,
         ccat_tf_version=__version__,
@@ -71,6 +91,45 @@ def save_cat(path: str | os.PathLike, model, metadata: dict[str, Any]) -> Path:
             zf.writestr(META_NAME, json.dumps(meta, indent=2, sort_keys=True, default=str))
             zf.writestr(MODEL_NAME, model_bytes)
     return path
+
+
+def _weights_to_float16(model_bytes: bytes) -> bytes:
+    """Rewrite the float32 datasets of a .keras file's weights member as float16."""
+    import h5py
+    import numpy as np
+
+    src = io.BytesIO(model_bytes)
+    out = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == WEIGHTS_MEMBER:
+                with tempfile.TemporaryDirectory(prefix="ccat-f16-") as tmpdir:
+                    # A fresh file (h5py does not reclaim the space of deleted datasets).
+                    src_path, dst_path = Path(tmpdir) / "in.h5", Path(tmpdir) / "out.h5"
+                    src_path.write_bytes(data)
+                    with h5py.File(src_path, "r") as h_in, h5py.File(dst_path, "w") as h_out:
+                        _copy_h5_as_float16(h_in, h_out, np)
+                    data = dst_path.read_bytes()
+            zout.writestr(item, data)
+    return out.getvalue()
+
+
+def _copy_h5_as_float16(src, dst, np) -> None:
+    import h5py
+
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for name, obj in src.items():
+        if isinstance(obj, h5py.Group):
+            _copy_h5_as_float16(obj, dst.create_group(name), np)
+        else:
+            values = obj[()]
+            if getattr(values, "dtype", None) == np.float32:
+                values = values.astype(np.float16)
+            out = dst.create_dataset(name, data=values)
+            for key, value in obj.attrs.items():
+                out.attrs[key] = value
 
 
 def _open_archive(path: Path) -> zipfile.ZipFile:
@@ -126,6 +185,11 @@ def _read_members(path: Path, zf: zipfile.ZipFile) -> tuple[dict, bytes]:
         raise ModelFileError(
             f"{path} has an unsupported format {meta.get('format') if isinstance(meta, dict) else '?'}; "
             f"this ccat_tf reads format {FORMAT_VERSION}"
+        )
+    if meta.get("weights_dtype", "float32") not in WEIGHTS_DTYPES:
+        raise ModelFileError(
+            f"{path} stores weights as {meta.get('weights_dtype')!r}; this ccat_tf reads "
+            f"{' or '.join(WEIGHTS_DTYPES)}"
         )
     if hashlib.sha256(model_bytes).hexdigest() != meta.get("model_sha256"):
         raise ModelFileError(

@@ -24,6 +24,7 @@ COMMANDS = {
     "summary-csv": ("summary_csv", "convert a Data Directory's .summary files to loss.csv"),
     "graph": ("graph", "plot loss.csv as CopyCat's Graph (linear and log scale)"),
     "overview": ("overview", "one PNG with the latest contact sheet and preview of each shot"),
+    "pretrain": ("pretrain", "make a pretrained initial-weights .cat (deblur, upscale, human_matting)"),
 }
 
 
