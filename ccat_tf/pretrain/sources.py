@@ -88,3 +88,10 @@ def gather(
         )
     (folder / "SOURCES.json").write_text(json.dumps(records, indent=2, ensure_ascii=False))
     return records
+
+
+if __name__ == "__main__":  # python -m ccat_tf.pretrain.sources DIR (the pretrain_corpus rule)
+    import sys
+
+    for record in gather(sys.argv[1]):
+        print(f"{record['file']}: {record['distribution']} {record['licence']} ({record['credit']})")
