@@ -412,7 +412,10 @@ def _train_locked(
             )
         if ctx.stop_reason and ctx.stop_reason.startswith("signal:"):
             status = "interrupted"
-            ctx.save_progress(ctx.step)
+            # The writer already saved this step when it saw the stop; saving it again would
+            # rotate the older progress file (the fallback if this one is damaged) away.
+            if ctx.last_progress_step != ctx.step:
+                ctx.save_progress(ctx.step)
             err = TrainingInterrupted(
                 f"{ctx.stop_reason[7:]} received: progress saved at step {ctx.step} of {total} in "
                 f"{data_dir / ost.CURRENT}; train again with the same settings to resume"
@@ -444,7 +447,7 @@ def _train_locked(
         return final
     except HookError:
         status = "failed"
-        if ctx.step > start_step:
+        if ctx.step > start_step and ctx.last_progress_step != ctx.step:
             ctx.save_progress(ctx.step)
         raise
     finally:
