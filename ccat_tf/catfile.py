@@ -262,9 +262,53 @@ def load_cat(path: str | os.PathLike, *, compile: bool = False):
 
 
 def load_model(path: str | os.PathLike):
-    """Public API: the Keras model stored in a .cat (metadata via :func:`read_metadata`)."""
+    """Public API: the Keras model stored in a .cat (metadata via :func:`read_metadata`).
+
+    ``path`` may also be a Data Directory: its newest intact checkpoint is loaded
+    (:func:`latest_good_checkpoint`).
+    """
+    if Path(path).is_dir():
+        path = latest_good_checkpoint(path)
     model, _ = load_cat(path)
     return model
+
+
+def latest_good_checkpoint(data_directory: str | os.PathLike) -> Path:
+    """The newest .cat of a Data Directory that passes its integrity checks.
+
+    The checkpoint ``latest.json`` names comes first, then every ``*.cat`` newest first; a
+    damaged one (truncated, garbage, failed checksum) is skipped with a warning naming it.
+    Raises ModelFileError when none is usable.
+    """
+    import warnings
+
+    from ccat_tf.atomic import TEMP_MARK
+
+    folder = Path(data_directory)
+    candidates = []
+    try:
+        latest = json.loads((folder / "latest.json").read_text())["cat"]
+        candidates.append(folder / Path(str(latest)).name)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no pointer (or a damaged one): the files themselves decide
+    on_disk = [p for p in folder.glob("*.cat") if not p.name.startswith(TEMP_MARK)]
+    on_disk.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    candidates += [p for p in on_disk if p not in candidates]
+    bad = 0
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            read_metadata(path)
+        except ModelFileError as err:
+            bad += 1
+            warnings.warn(f"{err}; skipping it", stacklevel=2)
+            continue
+        return path
+    what = f"all {bad} .cat files are damaged" if bad else "it holds no .cat file"
+    raise ModelFileError(
+        f"no usable checkpoint in {folder}: {what}; train again or give the path of a good .cat"
+    )
 
 
 def check_compatible(
