@@ -557,7 +557,15 @@ def _final_cat_from_progress(data_dir, progress, settings, info, signature, tota
     """The finished run's final .cat; rebuilt from the .ost if it was deleted."""
     path = data_dir / f"{progress.run_name}.step{total:07d}.cat"
     if path.exists():
-        return path
+        from ccat_tf import catfile
+
+        try:
+            catfile.read_metadata(path)  # never hand out (or copy to --output) a damaged file
+            return path
+        except ModelFileError as err:
+            import warnings
+
+            warnings.warn(f"{err}; rebuilding it from {progress.path}", stacklevel=2)
     from ccat_tf.models import build_model, divisor
 
     net = build_model(
