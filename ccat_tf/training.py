@@ -401,7 +401,14 @@ def _train_locked(
         )
         stopper.install()
         try:
-            trainer.fit(ds, epochs=1, steps_per_epoch=total - start_step, verbose=0, callbacks=cbs, shuffle=False)
+            trainer.fit(
+                ds,
+                epochs=1,
+                steps_per_epoch=total - start_step,
+                verbose=0,
+                callbacks=cbs,
+                shuffle=False,
+            )
         finally:
             stopper.uninstall()
         if ctx.stop_reason == "nan":
