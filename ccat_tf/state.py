@@ -77,7 +77,10 @@ def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path
                         f"{i:05d}", data=arr.reshape(-1), fletcher32=True, chunks=True
                     )
                     d.attrs["shape"] = arr.shape
-        # Rotate only once the new file is complete: current -> previous, then the rename below.
+        # Rotate only once the new file is complete and on disk (a full disk shows at fsync):
+        # current -> previous, then atomic_path renames the new file into place.
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         if target.exists():
             os.replace(target, folder / PREVIOUS)
     return target
