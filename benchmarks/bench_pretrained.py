@@ -56,7 +56,10 @@ def make_task_data(task: str, shot: Path, out: Path) -> tuple[str, str, str]:
     from ccat_tf.pretrain import degrade
 
     out.mkdir(parents=True, exist_ok=True)
-    inp, gt = out / "input.####.png", out / ("gt.####.exr" if task == "human_matting" else "gt.####.png")
+    inp, gt = (
+        out / "input.####.png",
+        out / ("gt.####.exr" if task == "human_matting" else "gt.####.png"),
+    )
     kernel = degrade.blur_kernel(tf.constant([4242, 1], tf.int64))
     for frame in range(1001, 1049):
         src = imageio.read_image(shot / f"bikes.{frame}.png", "rgb")
@@ -80,10 +83,15 @@ def make_task_data(task: str, shot: Path, out: Path) -> tuple[str, str, str]:
             s_full[:, x0 : x0 + h] = np.asarray(skin)
             tex = imageio.read_image(shot / f"bikes.{1049 - frame + 1000}.png", "rgb")[:, ::-1]
             fg = tex * np.array([0.5, 0.8, 1.1], np.float32)
-            fg = fg * (1 - s_full[..., None]) + np.array([0.8, 0.6, 0.5], np.float32) * s_full[..., None]
+            fg = (
+                fg * (1 - s_full[..., None])
+                + np.array([0.8, 0.6, 0.5], np.float32) * s_full[..., None]
+            )
             x = a[..., None] * np.clip(fg, 0, 1) + (1 - a[..., None]) * src
             y, names = a[..., None], ["A"]
-        imageio.write_image(str(inp).replace("####", str(frame)), np.asarray(x, np.float32), ["R", "G", "B"])
+        imageio.write_image(
+            str(inp).replace("####", str(frame)), np.asarray(x, np.float32), ["R", "G", "B"]
+        )
         imageio.write_image(str(gt).replace("####", str(frame)), np.asarray(y, np.float32), names)
     return str(inp), str(gt), "alpha" if task == "human_matting" else "rgb"
 
@@ -163,12 +171,16 @@ def main() -> None:
                     for start in ("none", task)
                 }
                 v = verdict(runs["none"]["curve"], runs[task]["curve"], args.steps)
-                results.append({"task": task, "model_size": size, "steps": args.steps, **v, "runs": runs})
+                results.append(
+                    {"task": task, "model_size": size, "steps": args.steps, **v, "runs": runs}
+                )
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "runs"}), flush=True)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2))
     print()
-    print("| task | size | steps | scratch PSNR at first ckpt / final | pretrained PSNR at first ckpt / final | pretrained reaches scratch final at step | within 1/3 |")
+    print(
+        "| task | size | steps | scratch PSNR at first ckpt / final | pretrained PSNR at first ckpt / final | pretrained reaches scratch final at step | within 1/3 |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(

@@ -14,10 +14,13 @@ def add_arguments(parser) -> None:
         "--corpus", metavar="DIR", help="folder of clean images (pairs are generated on the fly)"
     )
     src.add_argument(
-        "--pairs", metavar="DIR", help="a studio corpus: DIR/input/<name> and DIR/ground_truth/<name>"
+        "--pairs",
+        metavar="DIR",
+        help="a studio corpus: DIR/input/<name> and DIR/ground_truth/<name>",
     )
     parser.add_argument(
-        "--gather", action="store_true",
+        "--gather",
+        action="store_true",
         help="first copy the packaged corpus (scikit-image, matplotlib) into --corpus",
     )
     parser.add_argument("--data-dir", required=True, help="tensorflow-datasets cache folder")

@@ -53,7 +53,9 @@ class LocalImages(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, folder: str | Path, **kwargs):
         self._folder = Path(folder)
         if not self._folder.is_dir() or not _images_in(self._folder):
-            raise FileNotFoundError(f"{self._folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise FileNotFoundError(
+                f"{self._folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         config = tfds.core.BuilderConfig(name=f"d{folder_digest(self._folder)}")
         super().__init__(config=config, **kwargs)
 
@@ -108,7 +110,9 @@ class PairedImages(tfds.core.GeneratorBasedBuilder):
         gt = {p.stem: p for p in _images_in(truths)}
         pairs = [(p, gt[p.stem]) for p in _images_in(inputs) if p.stem in gt]
         if not pairs:
-            raise FileNotFoundError(f"no input in {inputs} has a ground truth of the same name in {truths}")
+            raise FileNotFoundError(
+                f"no input in {inputs} has a ground truth of the same name in {truths}"
+            )
         return pairs
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -136,7 +140,9 @@ class PairedImages(tfds.core.GeneratorBasedBuilder):
         for inp, gt in self._pairs:
             x, y = _read(inp, "rgb"), _read(gt, self._gt_channels)
             if x.shape[:2] != y.shape[:2]:
-                raise ValueError(f"{inp.name}: input {x.shape[:2]} and ground truth {y.shape[:2]} differ in size")
+                raise ValueError(
+                    f"{inp.name}: input {x.shape[:2]} and ground truth {y.shape[:2]} differ in size"
+                )
             yield inp.stem, {"input": x, "ground_truth": y, "name": inp.stem}
 
 

@@ -34,9 +34,7 @@ def _uniform(seed, k: int, lo: float, hi: float, shape=()):
 
 
 def _choice(seed, k: int, n: int):
-    return tf.random.stateless_uniform(
-        [], seed=_seed(seed, k), minval=0, maxval=n, dtype=tf.int32
-    )
+    return tf.random.stateless_uniform([], seed=_seed(seed, k), minval=0, maxval=n, dtype=tf.int32)
 
 
 # ---- crops -------------------------------------------------------------------------------------
@@ -188,9 +186,7 @@ def figure_alpha(size: int, seed):
     parts.append(_capsule(px, py, shoulders[0], shoulders[1], 0.045 * height, soft))
     parts.append(_capsule(px, py, hips[0], hips[1], 0.06 * height, soft))
     skin.append(_capsule(px, py, neck, head, 0.032 * height, soft))
-    skin.append(
-        _ellipse(px, py, head, 0.055 * height, 0.068 * height, lean, soft)
-    )
+    skin.append(_ellipse(px, py, head, 0.055 * height, 0.068 * height, lean, soft))
     for side, (shoulder, hip) in enumerate(zip(shoulders, hips, strict=True)):
         sign = 1.0 if side == 0 else -1.0
         k = 50 + 10 * side
@@ -222,7 +218,9 @@ def matting_pair(background, texture, seed):
     tint = _uniform(seed, 70, 0.35, 1.25, shape=[3])
     clothes = tf.clip_by_value(texture * tint, 0.0, 1.0)
     tone = _uniform(seed, 71, 0.25, 0.95)
-    skin_rgb = tf.stack([tone, tone * _uniform(seed, 72, 0.7, 0.85), tone * _uniform(seed, 73, 0.5, 0.7)])
+    skin_rgb = tf.stack(
+        [tone, tone * _uniform(seed, 72, 0.7, 0.85), tone * _uniform(seed, 73, 0.5, 0.7)]
+    )
     grey = tf.reduce_mean(texture, axis=-1, keepdims=True)
     skin_col = tf.clip_by_value(skin_rgb * (0.8 + 0.4 * grey), 0.0, 1.0)
     fg = clothes * (1.0 - skin[..., None]) + skin_col * skin[..., None]

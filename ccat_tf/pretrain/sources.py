@@ -31,19 +31,61 @@ class Source:
 
 
 CORPUS: tuple[Source, ...] = (
-    Source("astronaut", "skimage", "data/astronaut.png", "scikit-image", "public domain", "NASA (Eileen Collins)"),
+    Source(
+        "astronaut",
+        "skimage",
+        "data/astronaut.png",
+        "scikit-image",
+        "public domain",
+        "NASA (Eileen Collins)",
+    ),
     Source("brick", "skimage", "data/brick.png", "scikit-image", "CC0", "CC0Textures Bricks25"),
     Source("camera", "skimage", "data/camera.png", "scikit-image", "CC0", "Lav Varshney"),
     Source("cell", "skimage", "data/cell.png", "scikit-image", "CC0", "scikit-image"),
     Source("chelsea", "skimage", "data/chelsea.png", "scikit-image", "CC0", "Stefan van der Walt"),
     Source("coffee", "skimage", "data/coffee.png", "scikit-image", "CC0", "Rachel Michetti"),
-    Source("coins", "skimage", "data/coins.png", "scikit-image", "no known copyright restrictions", "Brooklyn Museum"),
-    Source("grass", "skimage", "data/grass.png", "scikit-image", "CC0", "DeviantArt linolafett Grass-01"),
+    Source(
+        "coins",
+        "skimage",
+        "data/coins.png",
+        "scikit-image",
+        "no known copyright restrictions",
+        "Brooklyn Museum",
+    ),
+    Source(
+        "grass",
+        "skimage",
+        "data/grass.png",
+        "scikit-image",
+        "CC0",
+        "DeviantArt linolafett Grass-01",
+    ),
     Source("gravel", "skimage", "data/gravel.png", "scikit-image", "CC0", "CC0Textures Gravel04"),
-    Source("hubble_deep_field", "skimage", "data/hubble_deep_field.jpg", "scikit-image", "public domain", "NASA"),
+    Source(
+        "hubble_deep_field",
+        "skimage",
+        "data/hubble_deep_field.jpg",
+        "scikit-image",
+        "public domain",
+        "NASA",
+    ),
     Source("retina", "skimage", "data/retina.jpg", "scikit-image", "CC0", "Mikael Häggström"),
-    Source("rocket", "skimage", "data/rocket.jpg", "scikit-image", "public domain", "SpaceX (DSCOVR launch)"),
-    Source("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "matplotlib", "public domain", "US Navy photograph"),
+    Source(
+        "rocket",
+        "skimage",
+        "data/rocket.jpg",
+        "scikit-image",
+        "public domain",
+        "SpaceX (DSCOVR launch)",
+    ),
+    Source(
+        "grace_hopper",
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
+        "matplotlib",
+        "public domain",
+        "US Navy photograph",
+    ),
 )
 
 
@@ -94,4 +136,6 @@ if __name__ == "__main__":  # python -m ccat_tf.pretrain.sources DIR (the pretra
     import sys
 
     for record in gather(sys.argv[1]):
-        print(f"{record['file']}: {record['distribution']} {record['licence']} ({record['credit']})")
+        print(
+            f"{record['file']}: {record['distribution']} {record['licence']} ({record['credit']})"
+        )

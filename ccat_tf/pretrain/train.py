@@ -39,7 +39,16 @@ def _stack(arrays: list[np.ndarray]):
     return out, sizes
 
 
-def pair_dataset(task: str, images, sizes, crop: int, batch: int, seed: int, start: int = 0, count: int | None = None):
+def pair_dataset(
+    task: str,
+    images,
+    sizes,
+    crop: int,
+    batch: int,
+    seed: int,
+    start: int = 0,
+    count: int | None = None,
+):
     """tf.data of (input, target) batches; sample ``i`` is a pure function of (seed, i)."""
     import tensorflow as tf
 
@@ -63,14 +72,18 @@ def pair_dataset(task: str, images, sizes, crop: int, batch: int, seed: int, sta
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def paired_dataset(inputs, truths, crop: int, batch: int, seed: int, start: int = 0, count: int | None = None):
+def paired_dataset(
+    inputs, truths, crop: int, batch: int, seed: int, start: int = 0, count: int | None = None
+):
     """tf.data of same-place crops of a studio's (input, ground truth) pairs."""
     import tensorflow as tf
 
     from ccat_tf.pretrain import degrade
 
     n_in = inputs[0].shape[2]
-    both, sizes = _stack([np.concatenate([x, y], axis=2) for x, y in zip(inputs, truths, strict=True)])
+    both, sizes = _stack(
+        [np.concatenate([x, y], axis=2) for x, y in zip(inputs, truths, strict=True)]
+    )
     both, sizes = tf.constant(both), tf.constant(sizes)
     channels = both.shape[-1]
 
@@ -146,7 +159,9 @@ def pretrain(
         gts = [e["ground_truth"] for e in examples]
         names = [e["name"].decode() for e in examples]
         train_ds = paired_dataset(ins, gts, crop_size, batch_size, seed)
-        val_ds = paired_dataset(ins, gts, crop_size, min(32, len(ins)), seed + 7919, count=min(32, len(ins)))
+        val_ds = paired_dataset(
+            ins, gts, crop_size, min(32, len(ins)), seed + 7919, count=min(32, len(ins))
+        )
         source = str(pairs)
     _say(
         f"{task} {model_size}: {len(names)} images from {source} "
@@ -170,7 +185,9 @@ def pretrain(
             losses.append(float(logs["loss"]))
             if (batch + 1) % log_every == 0 or batch + 1 == steps:
                 rate = (batch + 1) / (time.time() - t_fit)
-                _say(f"step {batch + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f} ({rate:.1f} steps/s)")
+                _say(
+                    f"step {batch + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f} ({rate:.1f} steps/s)"
+                )
 
     t_fit = time.time()
     trainer.fit(

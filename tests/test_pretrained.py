@@ -1,0 +1,181 @@
+"""Shipped initial weights, the pretraining corpus builders and the on-the-fly degradations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import smooth_noise, tiny_settings, write_exr, write_png
+
+import ccat_tf
+from ccat_tf import catfile
+from ccat_tf.errors import SettingsError
+from ccat_tf.models import build_model
+from ccat_tf.training import PRETRAINED, _pretrained_path
+
+WEIGHTS = Path(ccat_tf.__file__).parent / "weights"
+SHIPPED = sorted(WEIGHTS.glob("*.cat"))
+CHANNELS = {"deblur": ["R", "G", "B"], "upscale": ["R", "G", "B"], "human_matting": ["A"]}
+
+
+def test_small_weights_ship_for_every_task_and_fit_the_budget():
+    for kind in PRETRAINED:
+        assert _pretrained_path(kind, "small").exists(), f"{kind}_small.cat is not shipped"
+    assert sum(p.stat().st_size for p in SHIPPED) <= 40 * 1024**2
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_weights_load_match_their_size_and_channels(path):
+    kind, size = path.stem.rsplit("_", 1)
+    net, meta = catfile.load_cat(path)
+    assert meta["model_size"] == size
+    assert meta["input_channels"] == ["R", "G", "B"]
+    assert meta["output_channels"] == CHANNELS[kind]
+    assert meta["weights_dtype"] == "float16"
+    assert meta["pretrained"]["task"] == kind
+    fresh = build_model(3, len(CHANNELS[kind]), size)
+    assert [w.shape for w in fresh.get_weights()] == [w.shape for w in net.get_weights()]
+    x = np.random.default_rng(0).random((1, 32, 48, 3), dtype=np.float32)
+    out = np.asarray(net(x))
+    assert out.shape == (1, 32, 48, len(CHANNELS[kind]))
+    assert np.isfinite(out).all()
+
+
+def test_float16_storage_round_trips(tmp_path):
+    net = build_model(3, 3, "small")
+    full = catfile.save_cat(tmp_path / "a.cat", net, {"model_size": "small"})
+    half = catfile.save_cat(
+        tmp_path / "b.cat", net, {"model_size": "small"}, weights_dtype="float16"
+    )
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, meta = catfile.load_cat(half)
+    assert meta["weights_dtype"] == "float16"
+    for a, b in zip(net.get_weights(), loaded.get_weights(), strict=True):
+        assert b.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_deblur_initial_weights_start_training(tiny_dataset, tmp_path, capsys):
+    out = ccat_tf.train(
+        tiny_settings(tiny_dataset, tmp_path / "d", epochs=2, initial_weights="deblur"),
+        progress_bar=False,
+    )
+    assert out.exists()
+    assert "initial weights from" in capsys.readouterr().err
+    with pytest.raises(SettingsError, match="deblur fits rgb -> rgb models.*3 -> 1"):
+        ccat_tf.train(
+            tiny_settings(
+                tiny_dataset, tmp_path / "e", output_channels=["R"], initial_weights="deblur"
+            ),
+            progress_bar=False,
+        )
+
+
+def test_human_matting_initial_weights_start_an_alpha_training(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gt").mkdir()
+    for f in range(1, 5):
+        x = smooth_noise(rng, 64, 64)
+        write_png(tmp_path / "in" / f"m.{f:04d}.png", x)
+        write_exr(tmp_path / "gt" / f"m.{f:04d}.exr", (x[..., :1] > 0.5).astype(np.float32), ["A"])
+    ds = {
+        "input": str(tmp_path / "in" / "m.####.png"),
+        "ground_truth": str(tmp_path / "gt" / "m.####.exr"),
+        "frames": "1-4",
+    }
+    ccat_tf.train(
+        tiny_settings(
+            ds, tmp_path / "d", epochs=2, output_channels="alpha", initial_weights="human_matting"
+        ),
+        progress_bar=False,
+    )
+    assert "human_matting_small.cat" in capsys.readouterr().err
+
+
+def test_tfds_builders_build_on_a_tiny_folder(tmp_path):
+    from ccat_tf.pretrain import builders
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs").mkdir()
+    for name in ("a", "b"):
+        write_png(tmp_path / "imgs" / f"{name}.png", smooth_noise(rng, 40, 56))
+    ds, builder = builders.load_images(tmp_path / "imgs", tmp_path / "tfds")
+    items = list(ds.as_numpy_iterator())
+    assert [i["name"] for i in items] == [b"a.png", b"b.png"]
+    assert items[0]["image"].shape == (40, 56, 3)
+    version_dir = Path(builder.data_dir)
+    assert version_dir.is_dir() and version_dir.name == "1.0.0"
+    # Cached: a second builder over the same files reuses the build.
+    again = builders.LocalImages(folder=tmp_path / "imgs", data_dir=str(tmp_path / "tfds"))
+    assert again.is_prepared()
+    # Another file is another config (no stale cache).
+    write_png(tmp_path / "imgs" / "c.png", smooth_noise(rng, 40, 56))
+    changed = builders.LocalImages(folder=tmp_path / "imgs", data_dir=str(tmp_path / "tfds"))
+    assert not changed.is_prepared()
+
+    pairs = tmp_path / "studio"
+    (pairs / "input").mkdir(parents=True)
+    (pairs / "ground_truth").mkdir()
+    x = smooth_noise(rng, 32, 32)
+    write_png(pairs / "input" / "f1.png", x)
+    write_exr(pairs / "ground_truth" / "f1.exr", x[..., :1], ["A"])
+    ds, _ = builders.load_pairs(pairs, tmp_path / "tfds", "alpha")
+    (item,) = list(ds.as_numpy_iterator())
+    assert item["input"].shape == (32, 32, 3) and item["ground_truth"].shape == (32, 32, 1)
+
+
+def test_pretrain_on_a_studio_corpus_writes_a_loadable_cat(tmp_path):
+    from ccat_tf.pretrain.train import pretrain
+
+    rng = np.random.default_rng(2)
+    pairs = tmp_path / "studio"
+    (pairs / "input").mkdir(parents=True)
+    (pairs / "ground_truth").mkdir()
+    for f in range(2):
+        x = smooth_noise(rng, 48, 48)
+        write_png(pairs / "input" / f"f{f}.png", x)
+        write_png(pairs / "ground_truth" / f"f{f}.png", x[:, ::-1])
+    path = pretrain(
+        "deblur",
+        "small",
+        output=tmp_path / "w.cat",
+        data_dir=tmp_path / "tfds",
+        pairs=pairs,
+        steps=3,
+        crop_size=32,
+        batch_size=2,
+    )
+    net, meta = catfile.load_cat(path)
+    assert meta["pretrained"]["corpus"] == "pairs" and meta["step"] == 3
+    assert meta["output_channels"] == ["R", "G", "B"]
+
+
+@pytest.mark.parametrize("task", ["deblur", "upscale", "human_matting"])
+def test_degradations_are_deterministic_per_seed(task):
+    import tensorflow as tf
+
+    from ccat_tf.pretrain.degrade import TASKS
+
+    _, n_crops, make = TASKS[task]
+    rng = np.random.default_rng(0)
+    crops = [tf.constant(smooth_noise(rng, 48, 48)) for _ in range(n_crops)]
+    a = make(*crops, tf.constant([5, 9], tf.int64))
+    b = make(*crops, tf.constant([5, 9], tf.int64))
+    c = make(*crops, tf.constant([5, 10], tf.int64))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
+    assert np.isfinite(np.asarray(a[0])).all() and a[0].shape == (48, 48, 3)
+    assert a[1].shape == (48, 48, len(TASKS[task][0]))
+
+
+def test_training_pairs_are_deterministic_per_sample():
+    from ccat_tf.pretrain.train import _stack, pair_dataset
+
+    rng = np.random.default_rng(0)
+    images, sizes = _stack([smooth_noise(rng, 64, 80), smooth_noise(rng, 72, 64)])
+    first = next(iter(pair_dataset("upscale", images, sizes, 32, 2, seed=3, start=4)))
+    again = next(iter(pair_dataset("upscale", images, sizes, 32, 2, seed=3, start=4)))
+    np.testing.assert_array_equal(first[0].numpy(), again[0].numpy())
