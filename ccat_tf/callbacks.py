@@ -98,8 +98,12 @@ class SignalStop(StepCallback):
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
-        if self._received:  # a second Ctrl-C: the user really wants out
-            raise KeyboardInterrupt
+        if self._received:
+            if name == "SIGINT":  # a second Ctrl-C: the user really wants out
+                raise KeyboardInterrupt
+            # Schedulers may send SIGTERM more than once (to the job and to its process
+            # group); the save is already on its way, and must not be cut short.
+            return
         self._received = name
         print(
             f"\nccat-tf: {name} received; saving progress at the end of this step", file=sys.stderr
