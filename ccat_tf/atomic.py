@@ -140,6 +140,15 @@ class DirectoryLock:
                 f"data directory {self.folder} is in use by another {self.purpose} process "
                 f"({holder}); wait for it to finish or choose another data_directory"
             ) from None
+        # The lock file of an earlier run can be reopened in a folder that has since become
+        # read-only: find that out now, not after minutes of set-up.
+        probe = temp_path_for(self.path)
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            fh.close()
+            raise _describe_os_error(self.folder, err) from err
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {os.uname().nodename}")
