@@ -24,12 +24,23 @@ COMMANDS = {
     "summary-csv": ("summary_csv", "convert a Data Directory's .summary files to loss.csv"),
     "graph": ("graph", "plot loss.csv as CopyCat's Graph (linear and log scale)"),
     "overview": ("overview", "one PNG with the latest contact sheet and preview of each shot"),
-    "pretrain": ("pretrain", "make a pretrained initial-weights .cat (deblur, upscale, human_matting)"),
+    "pretrain": (
+        "pretrain",
+        "make a pretrained initial-weights .cat (deblur, upscale, human_matting)",
+    ),
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, keeping the CLI's promise: a mistake is one line with the fix, not a usage dump."""
+
+    def error(self, message):
+        print(f"ccat-tf: error: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ccat-tf",
         description="CopyCat-style training and inference on TensorFlow/Keras.",
     )
@@ -58,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     chosen = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only=chosen)
+    if chosen:
+        # Unknown options are reported by the top-level parser; point at the command's help.
+        parser.prog = f"ccat-tf {chosen}"
     args = parser.parse_args(argv)
+    parser.prog = "ccat-tf"
     args.debug = debug
     if not getattr(args, "command", None):
         parser.print_help()
@@ -66,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ccat_tf.errors import CcatError
 
+    restore_warnings = _one_line_warnings()
     try:
         return int(args._module.run(args) or 0)
     except CcatError as err:
@@ -86,3 +102,28 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        restore_warnings()
+
+
+def _one_line_warnings():
+    """Show ccat_tf's own warnings (e.g. a damaged progress file skipped) as one line each,
+    ``ccat-tf: warning: ...``, like its errors; other libraries' warnings are left as they are.
+    Returns a function that puts the previous warning display back."""
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(filename).startswith(package):
+            print(f"ccat-tf: warning: {message}", file=file or sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+    def restore():
+        warnings.showwarning = previous
+
+    return restore
