@@ -224,9 +224,17 @@ def test_tiny_workflow_runs_through_sbatch(tmp_path):
     print(f"tiny SLURM workflow: 2 jobs in {elapsed:.1f} s")
 
 
-def _stage_repo(dest: Path) -> None:
-    """A working directory that looks like the repository root, with results/ of its own."""
+def _stage_repo(dest: Path, config: Path | None = None) -> None:
+    """A working directory that looks like the repository root, with results/ of its own.
+
+    With ``config`` that file becomes the working directory's config.yaml: the jobs Snakemake
+    submits re-read config.yaml and would merge a --configfile into it (--replace-workflow-config
+    is not passed on to them), so the demo shot would leak into every job's view of the config.
+    """
     skip = {".git", ".snakemake", "results", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
+    if config is not None:
+        skip.add("config.yaml")
+        shutil.copyfile(config, dest / "config.yaml")
     for entry in REPO.iterdir():
         if entry.name not in skip:
             (dest / entry.name).symlink_to(entry)
@@ -239,17 +247,9 @@ def test_project_workflow_tiny_config_through_slurm_profile(tmp_path):
     for needed in (REPO / "Snakefile", tiny, SLURM_PROFILE / "config.yaml"):
         if not needed.exists():
             pytest.skip(f"{needed.relative_to(REPO)} is not there yet")
-    _stage_repo(tmp_path)
+    _stage_repo(tmp_path, config=tiny)
     proc = _snakemake(
-        [
-            "--profile",
-            "profiles/slurm",
-            "--profile",
-            "profiles/slurm-ci",
-            "--configfile",
-            "tests/configs/tiny.yaml",
-            "--replace-workflow-config",
-        ],
+        ["--profile", "profiles/slurm", "--profile", "profiles/slurm-ci"],
         cwd=tmp_path,
         timeout=1800,
     )
