@@ -27,7 +27,10 @@ def _describe_os_error(path: Path, err: OSError) -> DataDirectoryError:
         what = "no space left on device"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "make the folder writable or choose another location"
-        what = "permission denied"
+        what = "permission denied" if err.errno != errno.EROFS else "read-only file system"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir/open through a file
+        fix = "choose another location"
+        what = "a folder on its path is a file"
     else:
         fix = "check the path and the disk"
         what = err.strerror or str(err)
