@@ -157,8 +157,12 @@ def _from_mapping(cls, mapping, overrides):
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise SettingsError(
-            f"unknown setting '{unknown[0]}'; known settings are: {', '.join(sorted(known))}"
+            f"unknown setting '{unknown[0]}'{hint}; known settings are: {', '.join(sorted(known))}"
         )
     values = {}
     for name, value in data.items():
@@ -256,7 +260,9 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as err:
-        raise SettingsError(f"cannot read settings file {path}: {err.strerror}") from None
+        raise SettingsError(
+            f"cannot read settings file {path}: {err.strerror}; check the path"
+        ) from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -265,8 +271,11 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as err:  # noqa: BLE001 - any parse error becomes one line
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        why = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SettingsError(
-            f"settings file {path} is not valid YAML/JSON: {str(err).splitlines()[0]}"
+            f"settings file {path} is not valid YAML/JSON{where}: {why}; fix the syntax there"
         ) from None
     if data is None:
         return {}
