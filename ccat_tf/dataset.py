@@ -445,6 +445,11 @@ def open_cache(
     """The frame cache for training: a prebuilt HDF5 file, memory, or an HDF5 file made now."""
     scales = list(STAGE_SCALES) if settings.use_multi_resolution_training else [1.0]
     if settings.cache_file:
+        if not Path(settings.cache_file).is_file():
+            raise DataSetError(
+                f"cache_file {settings.cache_file} does not exist; build it with ccat-tf cache "
+                "or leave cache_file empty"
+            )
         return FrameCache.open_hdf5(info, settings.cache_file, scales)
     mode = settings.cache
     if mode == "auto":
