@@ -260,13 +260,12 @@ def _train_locked(
     _say(info.channels_line())
     signature = signature_of(settings, info)
     progress = ost.load_latest_progress(data_dir)
+    # An incompatible change starts a new run, but the old run's progress.ost is set aside only
+    # once the new run has passed every check (initial weights, cache): a bad setting must leave
+    # the Data Directory as it was, still resumable.
+    replaced = None
     if progress is not None and progress.signature != signature:
-        kept = ost.set_aside(data_dir, progress.run_name)
-        _say(
-            f"settings changed ({_describe_change(progress.signature, signature)}): starting a new "
-            f"run; {progress.run_name}'s progress is kept as {kept.name if kept else '-'}"
-        )
-        progress = None
+        replaced, progress = progress, None
     total = info.total_steps
     if progress is not None:
         if progress.step >= total:
@@ -306,6 +305,16 @@ def _train_locked(
             _load_initial(net, initial)
 
     # ---- run table, data, callbacks ----------------------------------------------------------
+    notices: list[str] = []
+    cache = open_cache(info, settings, data_dir, notices)
+    for n in notices:
+        _say(n)
+    if replaced is not None:
+        kept = ost.set_aside(data_dir, replaced.run_name)
+        _say(
+            f"settings changed ({_describe_change(replaced.signature, signature)}): starting a new "
+            f"run; {replaced.run_name}'s progress is kept as {kept.name if kept else '-'}"
+        )
     run = runtable.start_run(
         data_dir,
         settings=settings.to_dict()
@@ -314,10 +323,6 @@ def _train_locked(
         total_steps=total,
         name=settings.run_name,
     )
-    notices: list[str] = []
-    cache = open_cache(info, settings, data_dir, notices)
-    for n in notices:
-        _say(n)
     bounds = stage_bounds(total, settings.use_multi_resolution_training)
     plan = CropPlan(
         seed=settings.seed,
