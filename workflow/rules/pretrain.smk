@@ -60,7 +60,7 @@ rule pretrain:
     params:
         source=f"{PRETRAIN_FLAG} {shlex.quote(PRETRAIN_SOURCE)}",
         data_dir=PRETRAIN["data_dir"],
-        steps=lambda w: PRETRAIN["steps"][w.size],
+        steps=lambda w: PRETRAIN["steps"][w.task][w.size],
         crop=PRETRAIN["crop_size"],
         batch=PRETRAIN["batch_size"],
         lr=PRETRAIN["learning_rate"],
