@@ -109,6 +109,8 @@ def _make_pretrainer(net, loss: str):
     import keras
     import tensorflow as tf
 
+    from ccat_tf.training import _make_trainer
+
     if loss == "mae":
         return _make_trainer(net)
 
