@@ -18,9 +18,9 @@ Usage::
 
     python benchmarks/bench_inference.py [--sizes small medium large] [--resolutions 1080p 4k]
         [--modes untiled tiled] [--frames 2] [--tile-size 512] [--batch-tiles 4]
-        [--precision float32|mixed_float16]
+        [--precision float32|mixed_float16] [--append]
 
-Prints a Markdown table and writes ``benchmarks/results/inference.json``.
+Where ``untiled`` is skipped, an ``auto`` row is added. Prints a Markdown table and writes ``benchmarks/results/inference.json``.
 """
 
 from __future__ import annotations
@@ -160,7 +160,9 @@ def markdown(rows: list[dict]) -> str:
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        head = f"| {r['model_size']} | {r['resolution']} | {r['mode']} |"
+        precision = r.get("precision", "float32")
+        mode = r["mode"] if precision == "float32" else f"{r['mode']}, {precision}"
+        head = f"| {r['model_size']} | {r['resolution']} | {mode} |"
         if "error" in r:
             lines.append(f"{head} error: {r['error']} | | | | |")
         elif "skipped" in r:
@@ -196,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_float16"])
     parser.add_argument("--output", default=str(HERE / "results" / "inference.json"))
     parser.add_argument(
+        "--append", action="store_true", help="merge these rows into an existing --output"
+    )
+    parser.add_argument(
         "--one", nargs=4, metavar=("SIZE", "RES", "MODE", "FRAMES"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -218,17 +223,17 @@ def main(argv: list[str] | None = None) -> int:
                     if (size == "large" and resolution == "4k")
                     else args.frames
                 )
-                row = _subprocess_row(args, size, resolution, mode, frames)
-                rows.append(row)
-                shown = row.get("fps")
-                print(
-                    f"{size:>6} {resolution:>5} {mode:>7}: "
-                    + (
-                        f"{shown:.3f} fps" if shown else row.get("skipped") or row.get("error", "?")
-                    ),
-                    file=sys.stderr,
-                    flush=True,
-                )
+                todo = [mode]
+                while todo:
+                    mode_now = todo.pop(0)
+                    row = _subprocess_row(args, size, resolution, mode_now, frames)
+                    rows.append(row)
+                    # Where the whole frame does not fit, show what tile_size auto does instead.
+                    if "skipped" in row and "auto" not in args.modes:
+                        todo.append("auto")
+                    shown = row.get("fps")
+                    status = f"{shown:.3f} fps" if shown else row.get("skipped") or row.get("error")
+                    print(f"{size:>6} {resolution:>5} {mode_now:>7}: {status}", file=sys.stderr)
     import tensorflow as tf
 
     result = {
@@ -245,6 +250,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and out.exists():
+        # Re-measure some configurations without re-running the others.
+        def key(r):
+            return (r["model_size"], r["resolution"], r["mode"], r.get("precision", "float32"))
+
+        fresh = {key(r) for r in rows}
+        rows = [r for r in json.loads(out.read_text())["rows"] if key(r) not in fresh] + rows
+        order = {n: i for i, n in enumerate(["small", "medium", "large"])}
+        modes = {m: i for i, m in enumerate(["untiled", "auto", "tiled"])}
+        rows.sort(
+            key=lambda r: (
+                order.get(r["model_size"], 9),
+                r["resolution"] != "1080p",
+                r.get("precision", "float32") != "float32",
+                modes.get(r["mode"], 9),
+            )
+        )
+        result["rows"] = rows
+        result["command"] += " (merged into earlier results)"
     from ccat_tf.atomic import atomic_write_json
 
     atomic_write_json(out, result)

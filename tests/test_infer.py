@@ -10,11 +10,11 @@ import threading
 import numpy as np
 import OpenImageIO as oiio
 import pytest
+from conftest import smooth_noise, write_exr, write_png
 
 from ccat_tf import imageio, transform
 from ccat_tf.errors import CcatError, DataSetError, HookError, SettingsError
 from ccat_tf.infer import FrameProgress, infer
-from tests.conftest import smooth_noise, write_exr, write_png
 
 FRAMES = "1001-1003"
 
