@@ -25,8 +25,10 @@ multiple of the divisor first, and a tile touching the frame edge has full weigh
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -278,12 +280,77 @@ def plan_tiles(
     return TilePlan(height, width, th, tw, tuple(ys), tuple(xs), blend)
 
 
+_CGROUP_FS = Path("/sys/fs/cgroup")
+#: cgroup v1 reports "no limit" as a huge number (LONG_MAX rounded to a page).
+_NO_LIMIT = 2**60
+
+
+def _limit_minus_usage(folder: Path, limit_name: str, usage_name: str) -> int | None:
+    try:
+        text = (folder / limit_name).read_text().strip()
+        if text == "max":
+            return None
+        limit = int(text)
+        if limit >= _NO_LIMIT:
+            return None
+        usage = int((folder / usage_name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    # Usage counts page cache; inactive file pages are reclaimed before the OOM killer acts.
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("inactive_file", "total_inactive_file"):
+                usage -= int(value)
+                break
+    except (OSError, ValueError):
+        pass
+    return max(0, limit - max(usage, 0))
+
+
+def cgroup_free_bytes(
+    proc_cgroup: str | os.PathLike = "/proc/self/cgroup", root: Path = _CGROUP_FS
+) -> int | None:
+    """Memory left under the tightest cgroup limit on this process, or None when unlimited.
+
+    A SLURM job (``--mem``), a container or a systemd slice caps memory below what /proc/meminfo
+    reports as available, and exceeding the cap means the OOM killer. Both cgroup v1 and v2 are
+    read, walking up from the process's own group, since SLURM puts the limit on the job and the
+    process in a step below it.
+    """
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    free: int | None = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        if controllers == "":
+            base, names = root, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            base, names = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        folder = base / rel.strip("/")
+        while True:
+            left = _limit_minus_usage(folder, *names)
+            if left is not None:
+                free = left if free is None else min(free, left)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return free
+
+
 def free_memory_bytes(use_gpu: bool) -> tuple[int, str]:
     """Memory inference may plan with, and where it comes from (for the notice).
 
     GPU: free memory reported by ``nvidia-smi`` plus what TensorFlow's allocator already holds
     (``tf.config.experimental.get_memory_info``: it is reused for our tensors). CPU:
-    ``MemAvailable`` from /proc/meminfo.
+    ``MemAvailable`` from /proc/meminfo, or what the job's cgroup limit leaves if that is less.
     """
     from ccat_tf.resources import available_memory_bytes, gpu_free_memory_bytes
 
@@ -300,7 +367,12 @@ def free_memory_bytes(use_gpu: bool) -> tuple[int, str]:
             total = free[0] + held
             return int(total * _GPU_MEMORY_SHARE), f"{total / 2**30:.1f} GiB free on GPU 0"
     avail = available_memory_bytes()
-    return int(avail * _CPU_MEMORY_SHARE), f"{avail / 2**30:.1f} GiB of available RAM"
+    source = f"{avail / 2**30:.1f} GiB of available RAM"
+    capped = cgroup_free_bytes()
+    if capped is not None and capped < avail:
+        avail = capped
+        source = f"{avail / 2**30:.1f} GiB left under this job's memory limit (cgroup)"
+    return int(avail * _CPU_MEMORY_SHARE), source
 
 
 def auto_tile_shape(

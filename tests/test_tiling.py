@@ -106,7 +106,34 @@ def test_auto_tile_shape_follows_memory():
 
 def test_free_memory_is_positive():
     budget, source = tiling.free_memory_bytes(use_gpu=False)
-    assert budget > 0 and "RAM" in source
+    assert budget > 0 and ("RAM" in source or "cgroup" in source)
+
+
+def test_cgroup_limits_are_respected(tmp_path):
+    """A SLURM job's limit (on the job cgroup, the process in a step below) caps the budget."""
+    gib = 2**30
+    # cgroup v2: limit 8 GiB on the job, 3 GiB used of which 1 GiB is reclaimable cache.
+    job = tmp_path / "v2" / "slurm" / "job_7"
+    (job / "step_0").mkdir(parents=True)
+    (job / "memory.max").write_text(str(8 * gib))
+    (job / "memory.current").write_text(str(3 * gib))
+    (job / "memory.stat").write_text(f"anon 123\ninactive_file {gib}\n")
+    (job / "step_0" / "memory.max").write_text("max")
+    (job / "step_0" / "memory.current").write_text("1")
+    proc = tmp_path / "cgroup_v2"
+    proc.write_text("0::/slurm/job_7/step_0\n")
+    assert tiling.cgroup_free_bytes(proc, tmp_path / "v2") == 6 * gib
+    # cgroup v1: an "unlimited" limit means no cap.
+    grp = tmp_path / "v1" / "memory" / "docker" / "abc"
+    grp.mkdir(parents=True)
+    (grp / "memory.limit_in_bytes").write_text("9223372036854771712")
+    (grp / "memory.usage_in_bytes").write_text(str(gib))
+    proc1 = tmp_path / "cgroup_v1"
+    proc1.write_text("4:memory:/docker/abc\n1:cpu:/\n")
+    assert tiling.cgroup_free_bytes(proc1, tmp_path / "v1") is None
+    (grp / "memory.limit_in_bytes").write_text(str(4 * gib))
+    assert tiling.cgroup_free_bytes(proc1, tmp_path / "v1") == 3 * gib
+    assert tiling.cgroup_free_bytes(tmp_path / "missing", tmp_path) is None
 
 
 @pytest.fixture(scope="module")
