@@ -563,8 +563,9 @@ def infer(
 
     Returns a summary: ``frames`` (count), ``paths`` (written files), ``seconds``, ``fps``,
     ``device``, ``precision``, ``tiling`` (per input resolution), ``notices``,
-    ``peak_rss_bytes``. Raises a one-line :class:`~ccat_tf.errors.CcatError` for every problem a user can fix;
-    frames already written stay complete, none is ever half-written.
+    ``peak_rss_bytes``. Raises a one-line :class:`~ccat_tf.errors.CcatError` for every problem a
+    user can fix; frames already written stay complete, none is ever half-written.
+    ``progress_bar=False`` also silences the notices (they are still in the summary).
     """
     s = _settings_from(
         settings,
