@@ -70,23 +70,27 @@ def save_cat(
     if weights_dtype not in WEIGHTS_DTYPES:
         raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}, not {weights_dtype!r}")
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="ccat-save-") as tmpdir:
-        keras_path = Path(tmpdir) / MODEL_NAME
-        model.save(keras_path)
-        model_bytes = keras_path.read_bytes()
-    if weights_dtype == "float16":
-        model_bytes = _weights_to_float16(model_bytes)
-    meta = dict(metadata)
-    if weights_dtype != "float32":
-        meta["weights_dtype"] = weights_dtype
-    meta.update(
-        format=FORMAT_VERSION,
-        ccat_tf_version=__version__,
-        created=meta.get("created")
-        or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
-    )
     with atomic_path(path) as tmp:
+        # Keras writes beside the target under a temporary name, not in /tmp: a full disk is
+        # the same one-line error, and what a kill leaves is removed by the next training.
+        staged = tmp.with_suffix(".keras")
+        try:
+            model.save(staged)
+            model_bytes = staged.read_bytes()
+        finally:
+            staged.unlink(missing_ok=True)
+        if weights_dtype == "float16":
+            model_bytes = _weights_to_float16(model_bytes)
+        meta = dict(metadata)
+        if weights_dtype != "float32":
+            meta["weights_dtype"] = weights_dtype
+        meta.update(
+            format=FORMAT_VERSION,
+            ccat_tf_version=__version__,
+            created=meta.get("created")
+            or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            model_sha256=hashlib.sha256(model_bytes).hexdigest(),
+        )
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr(META_NAME, json.dumps(meta, indent=2, sort_keys=True, default=str))
             zf.writestr(MODEL_NAME, model_bytes)
