@@ -728,18 +728,11 @@ def test_bad_input(case, ctx, request):
         assert [line for line in stderr.splitlines() if re.search(case.expect, line)], stderr
     elif case.kind in ("subprocess", "debug", "subprocess-read-only"):
         argv = [sys.executable, "-m", "ccat_tf", *map(str, case.make(ctx))]
-        with (
-            corpus.read_only(ctx.dd)
-            if case.kind == "subprocess-read-only"
-            else contextlib.nullcontext()
-        ):
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                preexec_fn=corpus.without_permission_override(),
-            )
+        if case.kind == "subprocess-read-only":
+            with corpus.read_only(ctx.dd):
+                proc = corpus.run_unprivileged(argv, capture_output=True, text=True, timeout=300)
+        else:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         if case.kind == "debug":
             assert proc.returncode != 0
             assert "Traceback (most recent call last)" in proc.stderr

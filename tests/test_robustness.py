@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from bad_inputs.corpus import without_permission_override
+from bad_inputs.corpus import run_unprivileged
 from conftest import REPO, grade, smooth_noise, tiny_settings, write_png
 
 import ccat_tf
@@ -593,12 +593,11 @@ def test_6_read_only_data_directory_is_refused_before_anything_is_written(ds, st
     dd.chmod(0o555)
     try:
         before = snapshot(dd)
-        proc = subprocess.run(
+        proc = run_unprivileged(
             train_cmd({**s, "epochs": 20}),
             capture_output=True,
             text=True,
             timeout=120,
-            preexec_fn=without_permission_override(),
         )
     finally:
         dd.chmod(0o755)
@@ -611,12 +610,11 @@ def test_6_read_only_data_directory_is_refused_before_anything_is_written(ds, st
     (dd / ".ccat.lock").unlink()
     dd.chmod(0o555)
     try:
-        proc = subprocess.run(
+        proc = run_unprivileged(
             train_cmd({**s, "epochs": 20}),
             capture_output=True,
             text=True,
             timeout=120,
-            preexec_fn=without_permission_override(),
         )
     finally:
         dd.chmod(0o755)
@@ -649,12 +647,11 @@ def test_6_data_directory_turning_read_only_mid_run(ds, tmp_path):
         on_checkpoint=f"{tmp_path / 'lockdown.py'}:lock_down",
     )
     try:
-        proc = subprocess.run(
+        proc = run_unprivileged(
             train_cmd(s),
             capture_output=True,
             text=True,
             timeout=300,
-            preexec_fn=without_permission_override(),
         )
     finally:
         if dd.exists():

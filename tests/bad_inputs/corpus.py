@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,17 @@ def without_permission_override():
                 raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
     return drop
+
+
+def run_unprivileged(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv)`` under :func:`without_permission_override`; skips the test
+    where capabilities cannot be dropped (e.g. a container without CAP_SETPCAP)."""
+    import pytest
+
+    try:
+        return subprocess.run(argv, preexec_fn=without_permission_override(), **kwargs)
+    except subprocess.SubprocessError as err:
+        pytest.skip(f"cannot drop CAP_DAC_OVERRIDE for a child process here: {err}")
 
 
 @contextlib.contextmanager
