@@ -76,9 +76,8 @@ def make_frames(folder: Path, n: int, size: tuple[int, int]) -> dict:
 
 
 def bench_ccat(size: str, steps: int, batch: int, frames: dict, tmp: Path) -> float:
-    from ccat_tf.summary import read_summaries
-
     import ccat_tf
+    from ccat_tf.summary import read_summaries
 
     dd = tmp / f"dd_{size}"
     pairs = 8
