@@ -180,6 +180,7 @@ def copy_of(dd: Path, tmp_path: Path) -> Path:
 # ---- 1. atomic files ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about a minute: CI runs it (pytest -m slow); the default run stays short
 def test_1_sigkill_at_random_moments_leaves_only_complete_files(tmp_path):
     """scripts/kill_trials.py --trials 3: SIGKILL `ccat-tf train` at seeded random moments (half
     of them the instant a temporary file appears, i.e. mid-write); every file left loads, the
