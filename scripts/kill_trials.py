@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 10  # 4 pairs, batch 2 -> 20 steps
-TOTAL_STEPS = 20
+EPOCHS = 40  # 4 pairs, batch 2 -> 80 steps: longer than the kill window (at most 2 x 2 s) on a fast machine
+TOTAL_STEPS = 80
 
 
 def make_dataset(root: Path) -> dict:
