@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install ccat_tf with everything the demo and the tests need.
-# Needs only python3 (3.10+) and the package registry. GPU users: CCAT_TF_EXTRAS=gpu,workflow,export,dev
+# Needs only python3 (3.10+) and the package registry. GPU users: CCAT_TF_EXTRAS=gpu,workflow,export,pretrain,dev
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${CCAT_TF_EXTRAS:-cpu,workflow,export,dev}"
+extras="${CCAT_TF_EXTRAS:-cpu,workflow,export,pretrain,dev}"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
