@@ -260,6 +260,7 @@ def _train_locked(
     _say(info.channels_line())
     signature = signature_of(settings, info)
     progress = ost.load_latest_progress(data_dir)
+    _close_stale_runs(data_dir, progress)
     # An incompatible change starts a new run, but the old run's progress.ost is set aside only
     # once the new run has passed every check (initial weights, cache): a bad setting must leave
     # the Data Directory as it was, still resumable.
@@ -478,6 +479,16 @@ def _train_locked(
             )
         except CcatError:
             pass
+
+
+def _close_stale_runs(data_dir: Path, progress) -> None:
+    """Runs still marked running belong to a process that died (we hold the lock): say so."""
+    for run in runtable.load_runs(data_dir):
+        if run.get("status") == "running":
+            fields = {"status": "interrupted"}
+            if progress is not None and progress.run_id == run["id"]:
+                fields.update(last_step=progress.step, last_loss=progress.last_loss)
+            runtable.update_run(data_dir, run["id"], **fields)
 
 
 def _now() -> str:

@@ -303,3 +303,17 @@ def test_two_replicas_on_two_logical_cpus_match_one_replica(tiny_dataset, tmp_pa
     # Adam's normalisation can amplify on near-zero gradients: close, not bit-equal.
     assert np.allclose(one, two, rtol=2e-2)
     assert result["weight_diff"] < 1e-2
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_interrupted(tiny_dataset, tmp_path):
+    from ccat_tf import runs as runtable
+
+    dd = tmp_path / "dd"
+    dd.mkdir()
+    # What a SIGKILLed training leaves in the run table: an entry still "running".
+    runtable.start_run(dd, settings={}, first_step=0, total_steps=20)
+    ccat_tf.train(tiny_settings(tiny_dataset, dd, epochs=2), progress_bar=False)
+    assert [(r["name"], r["status"]) for r in ccat_tf.list_runs(dd)] == [
+        ("run1", "interrupted"),
+        ("run2", "finished"),
+    ]
