@@ -140,7 +140,8 @@ def _replicas_for(devices: list[str], batch_size: int) -> list[str]:
     return devices[: max(1, n)]
 
 
-def _make_trainer(net):
+def _make_trainer(net, loss: str = "mae"):
+    """Keras model around ``net`` whose train_step minimises ``loss`` (``mae`` or ``mse``)."""
     import keras
     import tensorflow as tf
 
@@ -158,7 +159,8 @@ def _make_trainer(net):
             x, y = data
             with tf.GradientTape() as tape:
                 pred = self.network(x, training=True)
-                loss = tf.reduce_mean(tf.abs(pred - y))
+                error = pred - y
+                loss = tf.reduce_mean(tf.abs(error) if loss_kind == "mae" else tf.square(error))
                 # Gradients are summed across replicas: scale so the sum is the global mean.
                 scaled = self.optimizer.scale_loss(loss)
             variables = self.network.trainable_variables
@@ -166,6 +168,9 @@ def _make_trainer(net):
             self.optimizer.apply(grads, variables)
             return {"loss": loss}
 
+    if loss not in ("mae", "mse"):
+        raise ValueError(f"unknown loss {loss!r}")
+    loss_kind = loss
     return CopyCatTrainer(net)
 
 

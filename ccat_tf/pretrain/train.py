@@ -106,33 +106,9 @@ def _make_pretrainer(net, loss: str):
     synthetic validation crops); squared error pulls towards the mean coverage from the start.
     Fine-tuning with ``ccat_tf.train`` uses mean absolute error as usual.
     """
-    import keras
-    import tensorflow as tf
-
     from ccat_tf.training import _make_trainer
 
-    if loss == "mae":
-        return _make_trainer(net)
-
-    class SquaredErrorTrainer(keras.Model):
-        def __init__(self, network, **kwargs):
-            super().__init__(**kwargs)
-            self.network = network
-
-        def call(self, inputs, training=False):
-            return self.network(inputs, training=training)
-
-        def train_step(self, data):
-            x, y = data
-            with tf.GradientTape() as tape:
-                pred = self.network(x, training=True)
-                value = tf.reduce_mean(tf.square(pred - y))
-                scaled = self.optimizer.scale_loss(value)
-            variables = self.network.trainable_variables
-            self.optimizer.apply(tape.gradient(scaled, variables), variables)
-            return {"loss": value}
-
-    return SquaredErrorTrainer(net)
+    return _make_trainer(net, loss=loss)
 
 
 def psnr(pred, target) -> float:
