@@ -592,3 +592,69 @@ def test_killed_training_resumes_on_the_next_call(tiny_workdir):
     assert resumed_at >= killed_at - 10  # the last progress file written before the kill
     assert latest_step(work) == 400
     assert (work / "results" / "tiny" / "model.cat").exists()
+
+
+def tiny_pretrain_settings(workdir: Path, **overrides) -> Path:
+    """A copy of workflow/pretrain.yaml with a few steps per file, in ``workdir``."""
+    settings = yaml.safe_load((REPO / "workflow" / "pretrain.yaml").read_text())
+    settings.update(
+        model_sizes=["small"],
+        crop_size=32,
+        batch_size=2,
+        steps={task: {"small": 3} for task in settings["tasks"]},
+    )
+    settings.update(overrides)
+    path = workdir / "pretrain.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_pretrained_target_plans_every_task_and_size(tmp_path):
+    write_config(tmp_path, {"shots": {"demo": demo_shot()}})
+    result = snakemake(tmp_path, "-n", "pretrained")
+    planned = sorted(
+        w.get("task", "") + "_" + w.get("size", "")
+        for r, w in planned_jobs(result)
+        if r == "pretrain"
+    )
+    assert planned == sorted(
+        f"{t}_{s}"
+        for t in ("deblur", "upscale", "human_matting")
+        for s in ("small", "medium", "large")
+    )
+    assert [r for r, _ in planned_jobs(result)].count("pretrain_corpus") == 1
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "pretrain_settings: cannot read"),
+        ("tasks: [deblur]\n", "lacks batch_size, corpus"),
+    ],
+)
+def test_bad_pretrain_settings_get_one_line(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "pretrain.yaml").write_text(content)
+    write_config(tmp_path, {"shots": {"demo": demo_shot()}, "pretrain_settings": "pretrain.yaml"})
+    result = snakemake(tmp_path, "-n", "pretrained", check=False)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_pretrained_target_builds_every_weight_file_from_scratch(tmp_path):
+    """`snakemake pretrained` gathers the corpus, builds the tfds data set and trains each file."""
+    from ccat_tf import catfile
+
+    tiny_pretrain_settings(tmp_path)
+    write_config(tmp_path, {"shots": {"demo": demo_shot()}, "pretrain_settings": "pretrain.yaml"})
+    snakemake(tmp_path, "--cores", "2", "pretrained", timeout=900)
+    assert (tmp_path / "results" / "pretrain" / "corpus" / "SOURCES.json").exists()
+    for task in ("deblur", "upscale", "human_matting"):
+        path = tmp_path / "ccat_tf" / "weights" / f"{task}_small.cat"
+        net, meta = catfile.load_cat(path)
+        assert meta["pretrained"]["task"] == task
+        assert meta["pretrained"]["steps"] == 3
+        assert meta["weights_dtype"] == "float16"
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", "pretrained").stdout
