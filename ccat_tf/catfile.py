@@ -36,7 +36,6 @@ MAX_MEMBER_BYTES = 2 * 1024**3
 # HDF5's standard filters, about 0.84x of raw float16; h5py decompresses on read, so loading is
 # Keras' own and casts back to the model's float32 variables).
 WEIGHTS_DTYPES = ("float32", "float16")
-FLOAT16_SIGNIFICAND_BITS = 11  # 10 stored mantissa bits and the implicit one
 WEIGHTS_MEMBER = "model.weights.h5"
 
 # Every class a ccat_tf network may contain. Anything else in a model config is refused.
@@ -62,26 +61,16 @@ def save_cat(
     metadata: dict[str, Any],
     *,
     weights_dtype: str = "float32",
-    significand_bits: int = FLOAT16_SIGNIFICAND_BITS,
 ) -> Path:
     """Write ``model`` and ``metadata`` as a .cat at ``path``, atomically.
 
     ``weights_dtype="float16"`` stores the weights at half precision (recorded in the metadata as
-    ``weights_dtype``); :func:`load_cat` casts them back to float32. With float16,
-    ``significand_bits`` below 11 also rounds every weight to that many significant bits (8 is
-    bfloat16's precision, a relative error of at most 2**-9) so that the compressed file is
-    smaller; the values stay plain float16 and load the same way.
+    ``weights_dtype``); :func:`load_cat` casts them back to float32.
     """
     from ccat_tf import __version__
 
     if weights_dtype not in WEIGHTS_DTYPES:
         raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}, not {weights_dtype!r}")
-    if not 2 <= significand_bits <= FLOAT16_SIGNIFICAND_BITS or (
-        weights_dtype != "float16" and significand_bits != FLOAT16_SIGNIFICAND_BITS
-    ):
-        raise ValueError(
-            f"significand_bits must be 2-11, and below 11 only with float16 (got {significand_bits})"
-        )
     path = Path(path)
     with atomic_path(path) as tmp:
         # Keras writes beside the target under a temporary name, not in /tmp: a full disk is
@@ -93,14 +82,11 @@ def save_cat(
         finally:
             staged.unlink(missing_ok=True)
         if weights_dtype == "float16":
-            model_bytes = _weights_to_float16(model_bytes, significand_bits)
+            model_bytes = _weights_to_float16(model_bytes)
         meta = dict(metadata)
         meta.pop("weights_dtype", None)
-        meta.pop("weights_significand_bits", None)
         if weights_dtype != "float32":
             meta["weights_dtype"] = weights_dtype
-        if significand_bits != FLOAT16_SIGNIFICAND_BITS:
-            meta["weights_significand_bits"] = significand_bits
         meta.update(
             format=FORMAT_VERSION,
             ccat_tf_version=__version__,
@@ -114,27 +100,7 @@ def save_cat(
     return path
 
 
-def round_significand(values, bits: int):
-    """float16 ``values`` rounded to ``bits`` significant bits, to nearest with ties to even.
-
-    Non-finite values, and finite ones that would round to infinity, are left as they are.
-    """
-    import numpy as np
-
-    values = np.asarray(values, np.float16)
-    drop = FLOAT16_SIGNIFICAND_BITS - bits
-    if drop <= 0:
-        return values
-    u = values.view(np.uint16).astype(np.uint32)
-    lsb = (u >> drop) & 1
-    rounded = (((u + (1 << (drop - 1)) - 1 + lsb) >> drop) << drop).astype(np.uint16)
-    out = rounded.view(np.float16)
-    return np.where(np.isfinite(out) | ~np.isfinite(values), out, values)
-
-
-def _weights_to_float16(
-    model_bytes: bytes, significand_bits: int = FLOAT16_SIGNIFICAND_BITS
-) -> bytes:
+def _weights_to_float16(model_bytes: bytes) -> bytes:
     """Rewrite the float32 datasets of a .keras file's weights member as float16."""
     import h5py
     import numpy as np
@@ -150,7 +116,7 @@ def _weights_to_float16(
                     src_path, dst_path = Path(tmpdir) / "in.h5", Path(tmpdir) / "out.h5"
                     src_path.write_bytes(data)
                     with h5py.File(src_path, "r") as h_in, h5py.File(dst_path, "w") as h_out:
-                        _copy_h5_as_float16(h_in, h_out, np, significand_bits)
+                        _copy_h5_as_float16(h_in, h_out, np)
                     data = dst_path.read_bytes()
             # Deflated: gzip cannot shrink a weight array any further, but it packs the HDF5
             # headers and the config text.
@@ -159,18 +125,18 @@ def _weights_to_float16(
     return out.getvalue()
 
 
-def _copy_h5_as_float16(src, dst, np, significand_bits: int) -> None:
+def _copy_h5_as_float16(src, dst, np) -> None:
     import h5py
 
     for key, value in src.attrs.items():
         dst.attrs[key] = value
     for name, obj in src.items():
         if isinstance(obj, h5py.Group):
-            _copy_h5_as_float16(obj, dst.create_group(name), np, significand_bits)
+            _copy_h5_as_float16(obj, dst.create_group(name), np)
         else:
             values = obj[()]
             if getattr(values, "dtype", None) == np.float32:
-                values = round_significand(values.astype(np.float16), significand_bits)
+                values = values.astype(np.float16)
             if getattr(values, "size", 0) > 1:
                 # Lossless: the shuffle filter groups the float16 high bytes (sign, exponent),
                 # which gzip then packs; a scalar or empty array cannot be chunked.

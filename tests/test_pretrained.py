@@ -201,24 +201,3 @@ def test_training_pairs_are_deterministic_per_sample():
     first = next(iter(pair_dataset("upscale", images, sizes, 32, 2, seed=3, start=4)))
     again = next(iter(pair_dataset("upscale", images, sizes, 32, 2, seed=3, start=4)))
     np.testing.assert_array_equal(first[0].numpy(), again[0].numpy())
-
-
-def test_round_significand_rounds_to_nearest_even_and_keeps_the_rest():
-    x = np.array(
-        [1.0, 1 + 2**-10, 1 + 2**-8, 1 + 3 * 2**-9, -3.14159, 65504, np.inf, np.nan, 1 + 3 * 2**-8]
-    )
-    r = catfile.round_significand(x.astype(np.float16), 8)
-    assert r.dtype == np.float16
-    # 8 significant bits: steps of 2**-7 between 1 and 2; ties go to the even neighbour.
-    assert r[0] == 1.0 and r[1] == 1.0 and r[3] == 1 + 2**-7
-    assert r[2] == 1.0 and r[8] == 1 + 2**-6  # the two ties
-    assert abs(float(r[4]) + 3.14159) <= 3.14159 * 2**-8
-    assert r[5] == np.float16(65504)  # would round to infinity: left as it is
-    assert np.isinf(r[6]) and np.isnan(r[7])
-    values = np.random.default_rng(0).normal(0, 0.05, 10000).astype(np.float16)
-    rel = np.abs(catfile.round_significand(values, 8).astype(np.float32) - values) / np.abs(values)
-    normal = np.abs(values) >= 2**-14
-    assert rel[normal].max() <= 2**-8
-    np.testing.assert_array_equal(catfile.round_significand(values, 11), values)
-    with pytest.raises(ValueError, match="significand_bits"):
-        catfile.save_cat("x.cat", build_model(3, 3, "small"), {}, significand_bits=8)
