@@ -19,6 +19,7 @@ every checkpoint. The pretrained start "wins" when it reaches the from-scratch r
 within a third of the steps.
 
 Usage: python benchmarks/bench_pretrained.py [--sizes small] [--steps 300] [--every 25]
+       [--tasks deblur ...] [--weights candidate.cat]
 Writes benchmarks/results/pretrained.json and prints a Markdown table.
 """
 
@@ -108,7 +109,7 @@ def curve(data_dir: Path) -> list[tuple[int, float]]:
     return sorted(points)
 
 
-def run_one(task, size, start, data, steps, every, workdir) -> dict:
+def run_one(task, size, start, data, steps, every, workdir, weights=None) -> dict:
     import ccat_tf
 
     inp, gt, out_ch = data
@@ -125,7 +126,9 @@ def run_one(task, size, start, data, steps, every, workdir) -> dict:
         output_channels=out_ch,
         data_directory=str(dd),
         model_size=size,
-        initial_weights=start,
+        # --weights: a candidate file in place of the shipped one, through a checkpoint start.
+        initial_weights="checkpoint" if weights and start != "none" else start,
+        checkpoint_file=weights if weights and start != "none" else "",
         epochs=steps * batch // pairs,
         batch_size=batch,
         crop_size=64,
@@ -163,6 +166,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--output", default=str(HERE / "results" / "pretrained.json"))
+    parser.add_argument(
+        "--weights",
+        help="a .cat to try instead of the shipped weights (one task and size at a time)",
+    )
     args = parser.parse_args()
     shot = find_shot()
     results = []
@@ -172,7 +179,9 @@ def main() -> None:
             data = make_task_data(task, shot, work / f"data_{task}")
             for size in args.sizes:
                 runs = {
-                    start: run_one(task, size, start, data, args.steps, args.every, work)
+                    start: run_one(
+                        task, size, start, data, args.steps, args.every, work, args.weights
+                    )
                     for start in ("none", task)
                 }
                 v = verdict(runs["none"]["curve"], runs[task]["curve"], args.steps)

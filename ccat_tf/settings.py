@@ -18,7 +18,7 @@ from ccat_tf.errors import SettingsError
 MODEL_SIZES = ("small", "medium", "large")
 INITIAL_WEIGHTS = ("none", "checkpoint", "deblur", "upscale", "human_matting")
 CACHE_MODES = ("auto", "memory", "hdf5")
-OUTPUT_DATA_TYPES = ("half", "float", "uint8", "uint16", "auto")
+OUTPUT_DATA_TYPES = ("auto", "half", "float", "uint8", "uint10", "uint16")
 
 
 @dataclass
@@ -121,7 +121,9 @@ class InferSettings:
     #: ``auto`` (from the network's receptive field: tiled equals untiled) or pixels
     tile_overlap: Any = "auto"
     batch_tiles: int = 4  #: tiles run through the model together
-    output_data_type: str = "auto"  #: ``half``/``float`` for EXR, ``uint8``/``uint16`` for others
+    output_data_type: str = (
+        "auto"  #: ``half``/``float`` (EXR, TIFF), ``uint8``/``uint16``, ``uint10`` (DPX)
+    )
     merge_input: bool = False  #: write input RGB + predicted alpha as RGBA
     overwrite: bool = True  #: replace existing output frames (never the input sequence)
     # --- Python tab ---

@@ -197,3 +197,10 @@ def test_snakemake_names_the_bad_key_in_one_line(tmp_path, config, message):
     lines = [line for line in output.splitlines() if line.startswith("config:")]
     assert lines, output
     assert lines[0].startswith(message), lines[0]
+
+
+def test_output_data_types_match_the_package():
+    from ccat_tf.settings import OUTPUT_DATA_TYPES
+
+    enum = load_schema()["properties"]["defaults"]["properties"]["output_data_type"]["enum"]
+    assert sorted(enum) == sorted(OUTPUT_DATA_TYPES)

@@ -196,6 +196,14 @@ def test_output_bit_depths(models, exr_seq):
     dpx = oiio.ImageInput.open(str(root / "d.1001.dpx"))
     assert dpx.spec().get_int_attribute("oiio:BitsPerSample") == 10
     dpx.close()
+    for dtype, bits in (("uint10", 10), ("uint16", 16)):
+        name = f"{dtype}.####.dpx"
+        infer(models["rgb"], output=str(root / name), output_data_type=dtype, **common)
+        dpx = oiio.ImageInput.open(str(root / name.replace("####", "1001")))
+        assert dpx.spec().get_int_attribute("oiio:BitsPerSample") == bits
+        dpx.close()
+    with pytest.raises(SettingsError, match="output_data_type uint10 cannot be written as .png"):
+        infer(models["rgb"], output=str(root / "p.####.png"), output_data_type="uint10", **common)
     infer(models["rgb"], output=str(root / "t.####.tif"), output_data_type="float", **common)
     assert imageio.image_info(root / "t.1001.tif").format == "float"
     infer(models["rgb"], output=str(root / "j.####.jpg"), **common)

@@ -207,11 +207,10 @@ def test_training_pairs_are_deterministic_per_sample():
 
 def test_a_built_wheel_carries_the_weights_and_training_finds_them_there(tmp_path):
     """`initial_weights` reads the installed package, not the source tree."""
+    import shutil
     import subprocess
     import sys
     import zipfile
-
-    import shutil
 
     # Built from a copy: setuptools leaves build/ and *.egg-info behind in the source folder.
     repo, src = Path(__file__).resolve().parents[1], tmp_path / "src"
