@@ -167,11 +167,26 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--output", default=str(HERE / "results" / "pretrained.json"))
     parser.add_argument(
+        "--reuse-scratch",
+        metavar="JSON",
+        help="take the from-scratch curves from an earlier result file of the same tasks, sizes, "
+        "steps and interval (training is deterministic: the same seed gives the same curve)",
+    )
+    parser.add_argument(
         "--weights",
         help="a .cat to try instead of the shipped weights (one task and size at a time)",
     )
     args = parser.parse_args()
     shot = find_shot()
+    earlier = {}
+    if args.reuse_scratch:
+        for r in json.loads(Path(args.reuse_scratch).read_text()):
+            last_step = r["runs"]["none"]["curve"][-1][0]
+            if (
+                r["steps"] == args.steps == last_step
+                and r["runs"]["none"]["curve"][0][0] == args.every
+            ):
+                earlier[(r["task"], r["model_size"])] = dict(r["runs"]["none"], reused=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-pretrained-") as tmp:
         work = Path(tmp)
@@ -179,7 +194,9 @@ def main() -> None:
             data = make_task_data(task, shot, work / f"data_{task}")
             for size in args.sizes:
                 runs = {
-                    start: run_one(
+                    start: earlier.get((task, size))
+                    if start == "none" and earlier.get((task, size))
+                    else run_one(
                         task, size, start, data, args.steps, args.every, work, args.weights
                     )
                     for start in ("none", task)
@@ -189,8 +206,9 @@ def main() -> None:
                     {"task": task, "model_size": size, "steps": args.steps, **v, "runs": runs}
                 )
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "runs"}), flush=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2))
+                # After every pair of runs, so an interrupted benchmark keeps what it measured.
+                Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.output).write_text(json.dumps(results, indent=2))
     print()
     print(
         "| task | size | steps | scratch PSNR at first ckpt / final (best) | pretrained PSNR at "
