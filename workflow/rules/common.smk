@@ -494,3 +494,46 @@ def all_targets(wildcards):
     for shot in shots():
         files += shot_targets(shot)
     return files
+
+
+# The `pretrained` target's settings (workflow/rules/pretrain.smk).
+PRETRAIN_KEYS = {
+    "tasks",
+    "model_sizes",
+    "corpus",
+    "pairs",
+    "data_dir",
+    "crop_size",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "weights_dtype",
+    "steps",
+}
+
+
+def load_pretrain_settings(path):
+    """workflow/pretrain.yaml (or config's pretrain_settings), with one-line errors."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = Path(workflow.basedir) / path  # e.g. the default, workflow/pretrain.yaml
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise WorkflowError(
+            f"pretrain_settings: cannot read {path} ({err}); set pretrain_settings in the "
+            "config to a YAML file like workflow/pretrain.yaml"
+        ) from None
+    missing = PRETRAIN_KEYS - set(settings or {})
+    if missing:
+        raise WorkflowError(
+            f"pretrain_settings: {path} lacks {', '.join(sorted(missing))}; "
+            "copy them from workflow/pretrain.yaml"
+        )
+    for task in settings["tasks"]:
+        for size in settings["model_sizes"]:
+            if not isinstance(settings["steps"].get(task, {}).get(size), int):
+                raise WorkflowError(
+                    f"pretrain_settings: {path}: steps.{task}.{size} must be a whole number"
+                )
+    return settings
