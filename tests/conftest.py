@@ -53,22 +53,26 @@ def smooth_noise(rng, h, w, c=3):
     return np.clip(0.8 * big + 0.2 * rng.random((h, w, c)).astype(np.float32), 0, 1)
 
 
-@pytest.fixture
-def tiny_dataset(tmp_path):
+def make_tiny_dataset(root: Path) -> dict:
     """4 pairs of 96x96 PNGs (frames 1-4) + 2 more frames (5-6) for preview/validation."""
     rng = np.random.default_rng(7)
-    (tmp_path / "in").mkdir()
-    (tmp_path / "gt").mkdir()
+    (root / "in").mkdir(parents=True)
+    (root / "gt").mkdir()
     for f in range(1, 7):
         x = smooth_noise(rng, 96, 96)
-        write_png(tmp_path / "in" / f"shot.{f:04d}.png", x)
-        write_png(tmp_path / "gt" / f"shot.{f:04d}.png", grade(x))
+        write_png(root / "in" / f"shot.{f:04d}.png", x)
+        write_png(root / "gt" / f"shot.{f:04d}.png", grade(x))
     return {
-        "input": str(tmp_path / "in" / "shot.####.png"),
-        "ground_truth": str(tmp_path / "gt" / "shot.####.png"),
+        "input": str(root / "in" / "shot.####.png"),
+        "ground_truth": str(root / "gt" / "shot.####.png"),
         "frames": "1-4",
-        "root": tmp_path,
+        "root": root,
     }
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    return make_tiny_dataset(tmp_path)
 
 
 def tiny_settings(ds, data_directory, **overrides):

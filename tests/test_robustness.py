@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import pytest
 from bad_inputs.corpus import run_unprivileged
-from conftest import REPO, grade, smooth_noise, tiny_settings, write_png
+from conftest import REPO, make_tiny_dataset, tiny_settings
 
 import ccat_tf
 from ccat_tf import catfile, cli, state
@@ -50,23 +50,6 @@ EXACT = dict(epochs=10, deterministic=True, checkpoint_interval=6, contact_sheet
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-
-def make_tiny_dataset(root: Path) -> dict:
-    """As conftest's tiny_dataset (4 pairs + frames 5-6), for module-scoped fixtures."""
-    rng = np.random.default_rng(7)
-    (root / "in").mkdir(parents=True)
-    (root / "gt").mkdir()
-    for f in range(1, 7):
-        x = smooth_noise(rng, 96, 96)
-        write_png(root / "in" / f"shot.{f:04d}.png", x)
-        write_png(root / "gt" / f"shot.{f:04d}.png", grade(x))
-    return {
-        "input": str(root / "in" / "shot.####.png"),
-        "ground_truth": str(root / "gt" / "shot.####.png"),
-        "frames": "1-4",
-        "root": root,
-    }
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -591,37 +574,28 @@ def test_6_read_only_data_directory_is_refused_before_anything_is_written(ds, st
     line, exit 2, nothing changed."""
     dd = copy_of(straight["dd"], tmp_path)
     s = tiny_settings(ds, dd, **EXACT)
-    dd.chmod(0o555)
-    try:
-        before = snapshot(dd)
-        proc = run_unprivileged(
-            train_cmd({**s, "epochs": 20}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        dd.chmod(0o755)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = error_lines(proc.stderr)
+
+    def train_read_only() -> str:
+        """Resume training with the Data Directory read-only; its one error line."""
+        dd.chmod(0o555)
+        try:
+            proc = run_unprivileged(
+                train_cmd({**s, "epochs": 20}), capture_output=True, text=True, timeout=120
+            )
+        finally:
+            dd.chmod(0o755)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        (line,) = error_lines(proc.stderr)
+        return line
+
+    before = snapshot(dd)
+    line = train_read_only()
     assert f"cannot write {dd}: permission denied" in line
     assert "make the folder writable or choose another location" in line
     assert snapshot(dd) == before
     # Without the earlier run's lock file the lock itself cannot be created: the same answer.
     (dd / ".ccat.lock").unlink()
-    dd.chmod(0o555)
-    try:
-        proc = run_unprivileged(
-            train_cmd({**s, "epochs": 20}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        dd.chmod(0o755)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = error_lines(proc.stderr)
-    assert f"cannot write {dd / '.ccat.lock'}: permission denied" in line
+    assert f"cannot write {dd / '.ccat.lock'}: permission denied" in train_read_only()
 
 
 def test_6_data_directory_turning_read_only_mid_run(ds, tmp_path):
