@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 # name -> (module, one-line help). Kept here, not discovered, so --help needs no imports.
@@ -56,6 +57,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# A value that starts with a minus: a negative frame spec or number ("-2--1", "-5,-3", "-1e3").
+_NEGATIVE_VALUE = re.compile(r"^-\d[\d.eE+,xX-]*$")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--frames -2--1`` -> ``--frames=-2--1``: argparse takes ``-2--1`` for an option and
+    says only "expected one argument", so a flag's negative value is attached to it here."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_VALUE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def _version() -> str:
     from ccat_tf import __version__
 
@@ -66,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # --debug is accepted anywhere on the line, not only before the subcommand.
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    argv = _join_negative_values([a for a in argv if a != "--debug"])
     chosen = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only=chosen)
     if chosen:

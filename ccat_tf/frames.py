@@ -40,6 +40,8 @@ MAX_FRAMES = 1_000_000
 _EXAMPLES = "use e.g. 1001-1100, 1001,1010 or 1001-1100x10"
 _TOKEN_RE = re.compile(r"#+|%(\d*)d|\$F(\d?)(?![A-Za-z0-9_])")
 _ITEM_RE = re.compile(r"^(-?\d+)(?:-(-?\d+)(?:[xX](-?\d+))?)?$")
+#: The frame token's regular expression (``####``, ``%04d``, ``$F4``), for other modules.
+TOKEN_PATTERN = _TOKEN_RE.pattern
 
 
 def _spec_error(spec: object, why: str) -> SettingsError:

@@ -8,7 +8,7 @@ builds one flag per field.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,71 @@ MODEL_SIZES = ("small", "medium", "large")
 INITIAL_WEIGHTS = ("none", "checkpoint", "deblur", "upscale", "human_matting")
 CACHE_MODES = ("auto", "memory", "hdf5")
 OUTPUT_DATA_TYPES = ("auto", "half", "float", "uint8", "uint10", "uint16")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: ``low..high`` (``above``: ``low`` itself excluded).
+
+    Checked when settings are made (before anything is written), shown in ``--help`` and the
+    README tables, and mirrored by the workflow schema's ``minimum``/``maximum``.
+    """
+
+    low: int | float
+    high: int | float
+    integer: bool = True
+    above: bool = False  #: ``low`` is an exclusive bound (a positive number)
+
+    def describe(self) -> str:
+        if self.integer:
+            return f"a whole number from {self.low} to {self.high}"
+        return f"a number above {self.low} and at most {self.high}"
+
+    def short(self) -> str:
+        return f"{'>' if self.above else ''}{self.low}..{self.high}"
+
+    def contains(self, value) -> bool:
+        if not math.isfinite(value) or value > self.high:
+            return False
+        return value > self.low if self.above else value >= self.low
+
+
+#: The range of every numeric setting (training, inference). One place: checks, --help, the
+#: README tables and tests/test_config_schema.py (against the schema) all read this table.
+#: Upper bounds are far past any real use and keep numbers in what TensorFlow and NumPy take
+#: (a seed is a uint32; a step count stays well inside int64).
+RANGES: dict[str, Range] = {
+    "epochs": Range(1, 1_000_000),
+    "batch_size": Range(1, 1024),
+    "crop_size": Range(16, 4096),
+    "checkpoint_interval": Range(1, 1_000_000_000),
+    "contact_sheet_interval": Range(1, 1_000_000_000),
+    "learning_rate": Range(0, 1, integer=False, above=True),
+    "seed": Range(0, 2**32 - 1),
+    "tile_size": Range(16, 65536),
+    "tile_overlap": Range(0, 4096),
+    "batch_tiles": Range(1, 256),
+}
+#: Pretraining's own numbers (``ccat-tf pretrain``); its crop, batch, rate and seed use RANGES.
+PRETRAIN_RANGES: dict[str, Range] = {
+    "steps": Range(1, 10_000_000),
+    "threads": Range(0, 1024),
+}
+#: Settings that also take the word ``auto`` instead of a number.
+AUTO_NUMBERS = ("batch_size", "tile_size", "tile_overlap")
+
+
+def check_range(name: str, value: Any, given: Any = None) -> None:
+    """Raise SettingsError if a numeric setting is outside its range (``auto`` passes).
+
+    ``given`` is the value as the user wrote it (``1e23`` rather than the integer it became)."""
+    limits = RANGES.get(name) or PRETRAIN_RANGES.get(name)
+    if limits is None or (value == "auto" and name in AUTO_NUMBERS):
+        return
+    if not limits.contains(value):
+        auto = "'auto' or " if name in AUTO_NUMBERS else ""
+        shown = value if given is None else given
+        raise SettingsError(f"{name} is {shown}; use {auto}{limits.describe()}")
 
 
 @dataclass
@@ -71,12 +136,7 @@ class TrainSettings:
 
     def check(self) -> TrainSettings:
         """Check values that do not depend on the frames; raise SettingsError naming the key."""
-        _require_positive(self, "epochs", "checkpoint_interval", "contact_sheet_interval")
-        _require_positive(self, "crop_size")
-        if self.crop_size < 16:
-            raise SettingsError(
-                f"crop_size is {self.crop_size}; use 16 or more (256 is CopyCat's default)"
-            )
+        _check_ranges(self)
         if self.model_size not in MODEL_SIZES:
             raise SettingsError(
                 f"model_size '{self.model_size}' is unknown; use one of {', '.join(MODEL_SIZES)}"
@@ -91,19 +151,20 @@ class TrainSettings:
                 "initial_weights is 'checkpoint' but checkpoint_file is empty; set checkpoint_file "
                 "to a .cat file"
             )
-        if self.batch_size != "auto":
-            if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
-                raise SettingsError(
-                    f"batch_size is {self.batch_size!r}; use 'auto' or a whole number >= 1"
-                )
-            if self.batch_size < 1:
-                raise SettingsError(f"batch_size is {self.batch_size}; use 'auto' or a number >= 1")
+        if self.batch_size != "auto" and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+        ):
+            raise SettingsError(
+                f"batch_size is {self.batch_size!r}; use 'auto' or {RANGES['batch_size'].describe()}"
+            )
         if self.cache not in CACHE_MODES:
             raise SettingsError(
                 f"cache '{self.cache}' is unknown; use one of {', '.join(CACHE_MODES)}"
             )
-        if not (self.learning_rate > 0):
-            raise SettingsError(f"learning_rate is {self.learning_rate}; use a positive number")
+        if self.run_name:
+            from ccat_tf.runs import check_run_name  # the run table's naming rule, in one place
+
+            check_run_name(self.run_name)
         return self
 
 
@@ -169,6 +230,7 @@ def _from_mapping(cls, mapping, overrides):
     values = {}
     for name, value in data.items():
         values[name] = _coerce(name, known[name], value)
+        check_range(name, values[name], given=value)
     return cls(**values)
 
 
@@ -182,12 +244,9 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
         if callable(value):
             return [value]
         raise SettingsError(f"{name} must be 'module:function' or a list of them, not {value!r}")
-    if name in ("batch_size", "tile_size"):
-        if value == "auto" or value == 0 or value == "0":
-            return "auto"
-        return _as_int(name, value)
-    if name == "tile_overlap":
-        # 0 is a real (seamy) overlap, so only the word means automatic here.
+    if name in AUTO_NUMBERS:
+        # Only the word means automatic: 0 is refused by the range (it used to mean auto
+        # silently for batch_size and tile_size), and a 0 tile_overlap is a real, seamy overlap.
         return "auto" if value == "auto" else _as_int(name, value)
     if name in ("input_channels", "output_channels"):
         if isinstance(value, str) and "," in value:
@@ -246,39 +305,30 @@ def _as_int(name: str, value: Any) -> int:
             return int(value.strip())
         except ValueError:
             pass
+        try:  # "1e3" is a whole number too (and "1e23" then meets the range check)
+            number = float(value)
+            if number.is_integer():
+                return int(number)
+        except (ValueError, OverflowError):
+            pass
     raise SettingsError(f"{name} is {value!r}; use a whole number")
 
 
-def _require_positive(obj, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise SettingsError(f"{name} is {value}; use a whole number of 1 or more")
+def _check_ranges(obj) -> None:
+    for f in fields(obj):
+        check_range(f.name, getattr(obj, f.name))
 
 
 def load_settings_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping of settings; errors name the file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SettingsError(
-            f"cannot read settings file {path}: {err.strerror}; check the path"
-        ) from None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    """Read a YAML or JSON mapping of settings; errors name the file.
 
-            data = yaml.safe_load(text)
-    except Exception as err:  # noqa: BLE001 - any parse error becomes one line
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        why = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SettingsError(
-            f"settings file {path} is not valid YAML/JSON{where}: {why}; fix the syntax there"
-        ) from None
+    Bounded (ccat_tf.safe_load): at most 1 MiB and 100 000 values with YAML aliases expanded,
+    no duplicate keys.
+    """
+    from ccat_tf import safe_load
+
+    path = Path(path)
+    data = safe_load.load_file(path, f"settings file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ccat_tf.commands.infer import HELPS as INFER_HELPS  # noqa: E402
 from ccat_tf.commands.train import HELPS as TRAIN_HELPS  # noqa: E402
-from ccat_tf.settings import InferSettings, TrainSettings  # noqa: E402
+from ccat_tf.settings import RANGES, InferSettings, TrainSettings  # noqa: E402
 
 # CopyCat / Inference control (knob) for each setting; blank where CopyCat has no such control.
 COPYCAT = {
@@ -61,13 +61,14 @@ def _default(f) -> str:
 
 def table(cls, helps) -> str:
     lines = [
-        "| setting (config key) | CLI flag | CopyCat control | default | meaning |",
-        "|---|---|---|---|---|",
+        "| setting (config key) | CLI flag | CopyCat control | default | range | meaning |",
+        "|---|---|---|---|---|---|",
     ]
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
+        limits = RANGES[f.name].short() if f.name in RANGES else "-"
         lines.append(
-            f"| `{f.name}` | `{flag}` | {COPYCAT.get(f.name, '-')} | {_default(f)} | "
+            f"| `{f.name}` | `{flag}` | {COPYCAT.get(f.name, '-')} | {_default(f)} | {limits} | "
             f"{helps.get(f.name, '').replace('|', '/')} |"
         )
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import dataclasses
 import json
 
 from ccat_tf.errors import SettingsError
-from ccat_tf.settings import load_settings_file
+from ccat_tf.settings import RANGES, load_settings_file
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), helps=None) -> None:
@@ -48,12 +48,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), hel
             )
         else:
             shown = default if default != "" else "unset"
+            limits = f"; range {RANGES[f.name].short()}" if f.name in RANGES else ""
             group.add_argument(
                 flag,
                 dest=f.name,
                 default=None,
                 metavar=f.name.upper(),
-                help=f"{text} (default: {shown})".strip(),
+                help=f"{text} (default: {shown}{limits})".strip(),
             )
 
 

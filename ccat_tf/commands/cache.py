@@ -18,8 +18,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ccat_tf.dataset import STAGE_SCALES, FrameCache, validate_dataset
+    from ccat_tf.outputs import check_output, dataset_inputs
 
     settings = settings_from_args(args, TrainSettings)
+    check_output(args.output, "h5", dataset_inputs(settings))
     info = validate_dataset(settings)
     scales = STAGE_SCALES if settings.use_multi_resolution_training else (1.0,)
     path = FrameCache.write_hdf5(info, args.output, scales)

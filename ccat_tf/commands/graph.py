@@ -37,7 +37,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ccat_tf.graph import plot_graph
+    from ccat_tf.outputs import Input, check_output
 
+    check_output(args.output, "png", [Input(args.csv, "the loss table")])
     path = plot_graph(
         args.csv,
         args.output,

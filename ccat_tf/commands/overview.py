@@ -23,7 +23,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ccat_tf.contact_sheet import overview
+    from ccat_tf.outputs import Input, check_output
 
+    dirs = [
+        Input(d, f"a file of the Data Directory {d}", folder=True) for d in args.data_directories
+    ]
+    check_output(args.output, "png", dirs)
     path = overview(args.data_directories, args.output, labels=args.labels)
     print(f"wrote {path}", file=sys.stderr)
     return 0

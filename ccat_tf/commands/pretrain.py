@@ -24,20 +24,44 @@ def add_arguments(parser) -> None:
         help="first copy the packaged corpus (scikit-image, matplotlib) into --corpus",
     )
     parser.add_argument("--data-dir", required=True, help="tensorflow-datasets cache folder")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--crop-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    for name, kind, default, text in NUMBERS:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default,
+            help=f"{text} (default: {default}; range {_range(name).short()})",
+        )
     parser.add_argument("--weights-dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all)")
+
+
+#: Pretraining's numeric flags: name, type, default, help. Ranges: ccat_tf.settings.
+NUMBERS = (
+    ("steps", int, 2000, "training steps"),
+    ("crop_size", int, 96, "size of the square training crops"),
+    ("batch_size", int, 8, "crops per step"),
+    ("learning_rate", float, 2e-3, "Adam learning rate"),
+    ("seed", int, 0, "seed of the crops, degradations and weights"),
+    ("threads", int, 0, "TensorFlow threads (0: all)"),
+)
+
+
+def _range(name: str):
+    from ccat_tf.settings import PRETRAIN_RANGES, RANGES
+
+    return RANGES.get(name) or PRETRAIN_RANGES[name]
 
 
 def run(args) -> int:
     from ccat_tf.errors import SettingsError
+    from ccat_tf.outputs import Input, check_output
+    from ccat_tf.settings import check_range
 
     if not args.corpus and not args.pairs:
         raise SettingsError("give --corpus DIR (clean images) or --pairs DIR (input/ground_truth)")
+    for name, *_ in NUMBERS:
+        check_range(name, getattr(args, name))
+    folders = [(args.corpus, "the corpus"), (args.pairs, "the pairs"), (args.data_dir, "data_dir")]
+    check_output(args.output, "cat", [Input(p, f"a file of {w}", folder=True) for p, w in folders])
     if args.gather:
         from ccat_tf.pretrain.sources import gather
 

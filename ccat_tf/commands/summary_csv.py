@@ -21,8 +21,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ccat_tf.outputs import check_output
     from ccat_tf.summary import summary_to_csv
 
+    check_output(args.output, "csv")
     notices: list[str] = []
     path = summary_to_csv(args.data_directory, args.output, notices=notices)
     for notice in notices:

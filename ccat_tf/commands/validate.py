@@ -23,6 +23,10 @@ def run(args) -> int:
     from ccat_tf.dataset import DataSetProblems, validate_dataset
 
     settings = settings_from_args(args, TrainSettings)
+    if args.report:
+        from ccat_tf.outputs import check_output, dataset_inputs
+
+        check_output(args.report, "json", dataset_inputs(settings), setting="report")
     try:
         info = validate_dataset(settings, report=args.report)
     except DataSetProblems as err:
