@@ -16,12 +16,14 @@ Only the first subimage (EXR part) of a file is read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import OpenImageIO as oiio
 
+from ccat_tf import native_stderr
 from ccat_tf.atomic import atomic_path
 from ccat_tf.errors import DataDirectoryError, DataSetError, SettingsError
 
@@ -349,7 +351,9 @@ def read_image_with_info(path: str | os.PathLike, channels="rgb") -> tuple[np.nd
         indices = resolve_channels(channels, info.channel_names, path=path)
         chbegin, chend = min(indices), max(indices) + 1
         _clear_oiio_errors()
-        data = inp.read_image(0, 0, chbegin, chend, "float")
+        quiet = native_stderr.filtered() if info.file_format == "png" else contextlib.nullcontext()
+        with quiet:  # libpng prints its own "libpng error:" line on a damaged file
+            data = inp.read_image(0, 0, chbegin, chend, "float")
         # A truncated JPEG reads "successfully" with an error set: treat every error as fatal.
         reason = inp.geterror() or oiio.geterror(True)
         if data is None or reason:

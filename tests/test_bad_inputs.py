@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -77,6 +78,17 @@ class Ctx:
         self.a_file.write_text("a file, not a folder\n")
         self.empty_dd = root / "empty_dd"
         self.empty_dd.mkdir()
+        self.hard_link = root / "settings" / "linked.cat"
+        os.link(self.c["good"]["input"].replace("####", "0001"), self.hard_link)
+        self.notes_cat = root / "settings" / "notes.cat"
+        self.notes_cat.write_text("my notes, not a model\n")
+        self.notes_h5 = root / "settings" / "notes.h5"
+        self.notes_h5.write_text("my notes, not a cache\n")
+        self.loss_csv = root / "settings" / "loss.csv"
+        self.loss_csv.write_text("run,step,loss\nrun1,1,0.5\n")
+        self.text_frames = root / "text_frames"
+        self.text_frames.mkdir()
+        (self.text_frames / "o.0001.png").write_text("a text file where a frame would go\n")
         # A Data Directory holding a finished run, as the training cases find it.
         ccat_tf.train(self.settings(), progress_bar=False)
 
@@ -147,6 +159,10 @@ class Ctx:
 
 def t(ctx, *a, **k):
     return ctx.train(*a, **k)
+
+
+def frame_path(ctx, side: str, f: int) -> str:
+    return ctx.c["good"][side].replace("####", f"{f:04d}")
 
 
 CHANNEL_FIX = r"has no channel '{}' \(it has R, G, B\); choose input_channels/output_channels from those or fix the file"
@@ -261,37 +277,37 @@ CASES = [
         "zero-epochs",
         "cli",
         lambda x: t(x, epochs=0),
-        r"epochs is 0; use a whole number of 1 or more",
+        r"epochs is 0; use a whole number from 1 to 1000000$",
     ),
     Case(
         "negative-epochs",
         "cli",
         lambda x: t(x, epochs=-3),
-        r"epochs is -3; use a whole number of 1 or more",
+        r"epochs is -3; use a whole number from 1 to 1000000$",
     ),
     Case(
         "zero-checkpoint-interval",
         "cli",
         lambda x: t(x, checkpoint_interval=0),
-        r"checkpoint_interval is 0; use a whole number of 1 or more",
+        r"checkpoint_interval is 0; use a whole number from 1 to 1000000000$",
     ),
     Case(
         "negative-contact-sheet-interval",
         "cli",
         lambda x: t(x, contact_sheet_interval=-1),
-        r"contact_sheet_interval is -1; use a whole number of 1 or more",
+        r"contact_sheet_interval is -1; use a whole number from 1 to 1000000000$",
     ),
     Case(
         "zero-learning-rate",
         "cli",
         lambda x: t(x, learning_rate=0),
-        r"learning_rate is 0\.0; use a positive number",
+        r"learning_rate is 0; use a number above 0 and at most 1$",
     ),
     Case(
         "crop-size-too-small",
         "cli",
         lambda x: t(x, crop_size=8),
-        r"crop_size is 8; use 16 or more",
+        r"crop_size is 8; use a whole number from 16 to 4096$",
     ),
     Case(
         "unknown-model-size",
@@ -536,12 +552,247 @@ CASES = [
         r"merge_input needs a model that predicts one matte channel; this one predicts R, G, B; "
         r"turn merge_input off",
     ),
+    # ---- numbers out of range (issue 10): refused before anything is written ------------------
+    Case(
+        "epochs-1e23",
+        "cli",
+        lambda x: t(x, epochs="1e23"),
+        r"epochs is 1e23; use a whole number from 1 to 1000000$",
+    ),
+    Case(
+        "epochs-2-to-the-63",
+        "cli",
+        lambda x: t(x, epochs=2**63),
+        r"epochs is 9223372036854775808; use a whole number from 1 to 1000000$",
+    ),
+    Case(
+        "epochs-float-1e23-in-json",
+        "cli",
+        lambda x: t(x, epochs=None) + ["--settings-json", '{"epochs": 1e23}'],
+        r"epochs is 1e\+23; use a whole number from 1 to 1000000$",
+    ),
+    Case(
+        "seed-negative",
+        "cli",
+        lambda x: t(x, seed=-5),
+        r"seed is -5; use a whole number from 0 to 4294967295$",
+    ),
+    Case(
+        "seed-2-to-the-32",
+        "cli",
+        lambda x: t(x, seed=2**32),
+        r"seed is 4294967296; use a whole number from 0 to 4294967295$",
+    ),
+    Case(
+        "learning-rate-inf",
+        "cli",
+        lambda x: t(x, learning_rate="inf"),
+        r"learning_rate is inf; use a number above 0 and at most 1$",
+    ),
+    Case(
+        "learning-rate-nan",
+        "cli",
+        lambda x: t(x, learning_rate="nan"),
+        r"learning_rate is nan; use a number above 0 and at most 1$",
+    ),
+    Case(
+        "batch-size-zero",
+        "cli",
+        lambda x: t(x, batch_size=0),
+        r"batch_size is 0; use 'auto' or a whole number from 1 to 1024$",
+    ),
+    Case(
+        "crop-size-huge",
+        "cli",
+        lambda x: t(x, crop_size=100000),
+        r"crop_size is 100000; use a whole number from 16 to 4096$",
+    ),
+    Case(
+        "infer-tile-size-zero",
+        "cli",
+        lambda x: x.infer(None, "--tile-size", "0"),
+        r"tile_size is 0; use 'auto' or a whole number from 16 to 65536$",
+    ),
+    Case(
+        "infer-batch-tiles-huge",
+        "cli",
+        lambda x: x.infer(None, "--batch-tiles", "100000"),
+        r"batch_tiles is 100000; use a whole number from 1 to 256$",
+    ),
+    Case(
+        "api-train-seed-out-of-range",
+        "api",
+        lambda x: lambda: ccat_tf.train(x.settings(), seed=-1, progress_bar=False),
+        r"seed is -1; use a whole number from 0 to 4294967295$",
+    ),
+    Case(
+        "pretrain-steps-zero",
+        "cli",
+        lambda x: [
+            "pretrain",
+            "deblur",
+            "--output",
+            str(x.root / "w.cat"),
+            "--corpus",
+            str(x.root),
+            "--data-dir",
+            str(x.root / "tfds"),
+            "--steps",
+            "0",
+        ],
+        r"steps is 0; use a whole number from 1 to 10000000$",
+    ),
+    Case(
+        "negative-frame-spec-without-equals",
+        "cli",
+        lambda x: t(x, frames=None) + ["--frames", "-2--1"],
+        r"frame -2: input file \S+shot\.-002\.png does not exist; render it",
+    ),
+    Case(
+        "workflow-seed-negative",
+        "workflow",
+        lambda x: x.shot(seed=-1),
+        r"^config: shots\.shotA\.seed: -1 is less than the minimum of 0$",
+    ),
+    Case(
+        "workflow-epochs-huge",
+        "workflow",
+        lambda x: x.shot(epochs=10**23),
+        r"^config: shots\.shotA\.epochs: 100000000000000000000000 is greater than the maximum",
+    ),
+    # ---- outputs that would overwrite an input or a file of another kind (issue 10) ------------
+    Case(
+        "train-output-is-an-input-frame",
+        "cli",
+        lambda x: t(x, epochs=2, output=frame_path(x, "input", 2)),
+        r"output \S+good/in/shot\.0002\.png would overwrite the input sequence \(\S+\), an input "
+        r"of this command; choose another path \(nothing was written\)$",
+    ),
+    Case(
+        "train-output-is-a-ground-truth-frame-as-cat",
+        "cli",
+        lambda x: t(x, epochs=2, output=frame_path(x, "ground_truth", 3)),
+        r"would overwrite the ground-truth sequence",
+    ),
+    Case(
+        "train-output-is-a-hard-link-to-a-frame",
+        "cli",
+        lambda x: t(x, epochs=2, output=str(x.hard_link)),
+        r"output \S+linked\.cat would overwrite the input sequence",
+    ),
+    Case(
+        "train-output-is-a-text-file",
+        "cli",
+        lambda x: t(x, epochs=2, output=str(x.notes_cat)),
+        r"output \S+notes\.cat exists and is not a \.cat model; choose another path or move that "
+        r"file away \(nothing was written\)$",
+    ),
+    Case(
+        "train-output-wrong-extension",
+        "cli",
+        lambda x: t(x, epochs=2, output=str(x.a_file)),
+        r"output \S+not_a_folder\.txt does not end in \.cat; give a path for a \.cat model",
+    ),
+    Case(
+        "train-output-is-the-checkpoint-file",
+        "cli",
+        lambda x: t(
+            x,
+            epochs=2,
+            initial_weights="checkpoint",
+            checkpoint_file=str(x.small),
+            output=str(x.small),
+        ),
+        r"output \S+small\.cat would overwrite checkpoint_file",
+    ),
+    Case(
+        "api-train-output-is-an-input-frame",
+        "api",
+        lambda x: (
+            lambda: ccat_tf.train(
+                x.settings(epochs=2), output=frame_path(x, "input", 1), progress_bar=False
+            )
+        ),
+        r"would overwrite the input sequence",
+    ),
+    Case(
+        "validate-report-is-an-input-frame",
+        "cli",
+        lambda x: [
+            "validate",
+            *t(x, data_directory=None)[2:],
+            "--report",
+            frame_path(x, "input", 1),
+        ],
+        r"report \S+shot\.0001\.png would overwrite the input sequence",
+    ),
+    Case(
+        "cache-output-is-a-text-file",
+        "cli",
+        lambda x: ["cache", *t(x, data_directory=None)[2:], "--output", str(x.notes_h5)],
+        r"output \S+notes\.h5 exists and is not an HDF5 file",
+    ),
+    Case(
+        "graph-output-is-its-csv",
+        "cli",
+        lambda x: ["graph", str(x.loss_csv), "--output", str(x.loss_csv)],
+        r"output \S+loss\.csv would overwrite the loss table",
+    ),
+    Case(
+        "summary-csv-output-is-a-summary",
+        "cli",
+        lambda x: ["summary-csv", str(x.dd), "--output", str(next(x.dd.rglob("*.summary")))],
+        r"output \S+\.summary does not end in \.csv",
+    ),
+    Case(
+        "overview-output-is-a-contact-sheet",
+        "cli",
+        lambda x: ["overview", str(x.dd), "--output", str(next(x.dd.glob("*.png")))],
+        r"output \S+\.png would overwrite a file of the Data Directory",
+    ),
+    Case(
+        "export-onnx-onto-the-model",
+        "cli",
+        lambda x: ["export", str(x.small), "--format", "onnx", "--output", str(x.small)],
+        r"output \S+small\.cat would overwrite the model file",
+    ),
+    Case(
+        "export-savedmodel-onto-a-folder-of-other-files",
+        "cli",
+        lambda x: ["export", str(x.small), "--format", "savedmodel", "--output", str(x.dd)],
+        r"output \S+/dd is a folder that holds other files, not a SavedModel; give a new or empty "
+        r"folder",
+    ),
+    Case(
+        "export-savedmodel-onto-the-models-folder",
+        "cli",
+        lambda x: ["export", str(x.small), "--format", "savedmodel", "--output", str(x.models)],
+        r"output \S+models would replace a folder holding the model file",
+    ),
+    Case(
+        "infer-summary-is-an-input-frame",
+        "cli",
+        lambda x: x.infer(None, "--summary", frame_path(x, "input", 1)),
+        r"summary \S+shot\.0001\.png would overwrite the input sequence",
+    ),
+    Case(
+        "infer-output-frame-exists-as-another-kind",
+        "cli",
+        lambda x: x.infer(output=str(x.text_frames / "o.####.png")),
+        r"output frame \S+o\.0001\.png exists and is not a PNG image",
+    ),
+    Case(
+        "run-name-with-path-characters",
+        "cli",
+        lambda x: t(x, data_directory=str(x.root / "fresh_dd"), run_name="../../etc"),
+        r"run name '\.\./\.\./etc' is not allowed; use 1-64 letters",
+    ),
     # ---- a few as real processes -------------------------------------------------------------
     Case(
         "process-zero-epochs",
         "subprocess",
         lambda x: t(x, epochs=0),
-        r"epochs is 0; use a whole number of 1 or more",
+        r"epochs is 0; use a whole number from 1 to 1000000$",
     ),
     Case(
         "process-unknown-command",
@@ -559,7 +810,7 @@ CASES = [
         "process-debug-shows-the-traceback",
         "debug",
         lambda x: ["--debug", *t(x, epochs=0)],
-        r"SettingsError: epochs is 0; use a whole number of 1 or more",
+        r"SettingsError: epochs is 0; use a whole number from 1 to 1000000",
     ),
     # ---- the Python API ----------------------------------------------------------------------
     Case(

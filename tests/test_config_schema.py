@@ -204,3 +204,33 @@ def test_output_data_types_match_the_package():
 
     enum = load_schema()["properties"]["defaults"]["properties"]["output_data_type"]["enum"]
     assert sorted(enum) == sorted(OUTPUT_DATA_TYPES)
+
+
+def _numeric_schema(prop: dict) -> dict:
+    """The integer/number branch of a property (``auto``-or-number settings use oneOf)."""
+    for branch in prop.get("oneOf", [prop]):
+        if branch.get("type") in ("integer", "number"):
+            return branch
+    raise AssertionError(f"no numeric branch in {prop}")
+
+
+def test_numeric_ranges_mirror_the_settings_ranges():
+    """Every numeric setting's range (ccat_tf.settings.RANGES) is the schema's minimum/maximum."""
+    from ccat_tf.settings import RANGES
+
+    props = load_schema()["properties"]["defaults"]["properties"]
+    numeric = {k for k, v in props.items() if _numeric_schema_or_none(v)}
+    assert numeric == set(RANGES)
+    for key, limits in RANGES.items():
+        branch = _numeric_schema(props[key])
+        low = "exclusiveMinimum" if limits.above else "minimum"
+        assert branch[low] == limits.low, key
+        assert branch["maximum"] == limits.high, key
+        assert branch["type"] == ("integer" if limits.integer else "number"), key
+
+
+def _numeric_schema_or_none(prop: dict):
+    try:
+        return _numeric_schema(prop)
+    except AssertionError:
+        return None

@@ -94,6 +94,32 @@ def test_truncated_event_file_is_read_up_to_the_damage(tmp_path):
     assert len(notices) == 1 and path.name in notices[0]
 
 
+@pytest.mark.parametrize("where", ["first", "middle"])
+def test_a_damaged_record_is_skipped_and_the_rest_read(tmp_path, where):
+    """TensorFlow's reader stops at the first bad checksum; one flipped byte must not hide the
+    records after it (a damaged first record used to read as 'no .summary files')."""
+    path = write_run(tmp_path / "dd" / "run1", range(1, 11))
+    data = bytearray(path.read_bytes())
+    at = 20 if where == "first" else len(data) // 2  # inside the file_version record, or later
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    notices = []
+    df = read_summaries(tmp_path / "dd", notices)
+    assert len(notices) == 1 and "damaged record" in notices[0] and path.name in notices[0]
+    assert set(range(2, 10)) <= set(df.step)  # at most the step around the damage is lost
+    assert df.loss[df.step == 9].iloc[0] == pytest.approx(1 / 9)
+    out = tmp_path / "loss.csv"
+    assert main(["summary-csv", str(tmp_path / "dd"), "--output", str(out)]) == 0
+
+
+def test_summary_csv_on_unreadable_summaries_says_so(tmp_path, capsys):
+    path = write_run(tmp_path / "dd" / "run1", range(1, 3))
+    path.write_bytes(b"\xff" * 64)
+    code = main(["summary-csv", str(tmp_path / "dd"), "--output", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "hold no readable loss records" in err and "no .summary files" not in err
+
+
 def test_simple_value_events_are_accepted(tmp_path):
     import tensorflow as tf
     from tensorflow.core.framework import summary_pb2
