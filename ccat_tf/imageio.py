@@ -177,6 +177,13 @@ def _info_from_spec(path: str, spec: oiio.ImageSpec, file_format: str) -> ImageI
     )
 
 
+#: The largest frame read: 16384x16384 (float32 RGB is 3 GiB). A header claiming more (a
+#: decompression bomb, or a damaged header) is refused before any pixel is allocated.
+MAX_PIXELS = 2**28
+#: More channels than any real frame has (EXR layers included); a damaged header may claim more.
+MAX_CHANNELS = 1024
+
+
 def _check_supported(path: str, spec: oiio.ImageSpec) -> None:
     if spec.deep:
         raise _read_error(
@@ -186,6 +193,21 @@ def _check_supported(path: str, spec: oiio.ImageSpec) -> None:
         raise _read_error(path, "it is a volume image", "write a 2D image")
     if spec.full_width <= 0 or spec.full_height <= 0 or spec.nchannels <= 0:
         raise _read_error(path, "it has no pixels or no channels")
+    for what, (w, h) in (
+        ("data window", (spec.width, spec.height)),
+        ("display window", (spec.full_width, spec.full_height)),
+    ):
+        if w * h > MAX_PIXELS:
+            raise _read_error(
+                path,
+                f"its {what} is {w}x{h}, more than the {MAX_PIXELS // 2**20} million pixels "
+                "ccat_tf reads (e.g. 16384x16384)",
+                "reformat or crop it",
+            )
+    if spec.nchannels > MAX_CHANNELS:
+        raise _read_error(
+            path, f"it has {spec.nchannels} channels (at most {MAX_CHANNELS})", "write fewer"
+        )
 
 
 def image_info(path: str | os.PathLike) -> ImageInfo:

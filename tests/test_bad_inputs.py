@@ -133,8 +133,8 @@ class Ctx:
                 argv += [flag, str(value)]
         return argv + list(extra)
 
-    def infer(self, model=None, *extra, frames="1-4", output=None) -> list[str]:
-        good = self.c["good"]["input"]
+    def infer(self, model=None, *extra, frames="1-4", output=None, dataset="good") -> list[str]:
+        good = self.c[dataset]["input"]
         out = output or str(self.root / "out" / "out.####.png")
         return ["infer", str(model or self.small), "--input", good, "--frames", frames] + [
             "--output",
@@ -247,6 +247,19 @@ CASES = [
         "cli",
         lambda x: t(x, "inf_pixels"),
         r"\S+inf_pixels/gt/shot\.0002\.exr has 0 NaN and 1 infinite pixel values; clamp or fix",
+    ),
+    Case(
+        "png-decompression-bomb",
+        "subprocess",
+        lambda x: t(x, "png_bomb"),
+        r"cannot read frame \S+png_bomb/in/shot\.0002\.png: its data window is 20000x20000, more "
+        r"than the 256 million pixels ccat_tf reads \(e\.g\. 16384x16384\); reformat or crop it$",
+    ),
+    Case(
+        "infer-png-decompression-bomb",
+        "cli",
+        lambda x: x.infer(dataset="png_bomb"),
+        r"cannot read frame \S+png_bomb/in/shot\.0002\.png: its data window is 20000x20000",
     ),
     Case(
         "1x1-frames",
@@ -795,6 +808,12 @@ CASES = [
         r"epochs is 0; use a whole number from 1 to 1000000$",
     ),
     Case(
+        "process-truncated-png-no-libpng-lines",
+        "subprocess",
+        lambda x: t(x, "truncated_png"),
+        r"cannot read frame \S+truncated_png/in/shot\.0004\.png: .+" + UNREADABLE_FIX,
+    ),
+    Case(
         "process-unknown-command",
         "subprocess",
         lambda x: ["trian"],
@@ -990,6 +1009,8 @@ def test_bad_input(case, ctx, request):
             assert re.search(case.expect, proc.stderr), proc.stderr
         else:
             check_error_output(proc.returncode, proc.stderr, case.expect)
+            # A C library's own lines (libpng's "libpng error: ...") stay out of the output.
+            assert "libpng" not in proc.stderr, proc.stderr
     elif case.kind == "api":
         with pytest.raises(CcatError) as err:
             case.make(ctx)()

@@ -210,6 +210,25 @@ def test_output_bit_depths(models, exr_seq):
     assert imageio.image_info(root / "j.1001.jpg").format == "uint8"
 
 
+@pytest.mark.parametrize("first_bits", [8, 16])
+def test_mixed_bit_depth_input_is_written_at_the_deepest(models, tmp_path, first_bits):
+    """A sequence mixing 8- and 16-bit PNGs: auto output keeps 16 bits whichever comes first
+    (it used to follow the first frame, writing 16-bit frames at 8 bits)."""
+    rng = np.random.default_rng(3)
+    for f, bits in ((1, first_bits), (2, 24 - first_bits), (3, 8)):
+        write_png(tmp_path / f"in.{f:04d}.png", smooth_noise(rng, 32, 32), bits=bits)
+    out = tmp_path / "out" / "o.####.png"
+    infer(
+        models["rgb"],
+        input=str(tmp_path / "in.####.png"),
+        frames="1-3",
+        output=str(out),
+        progress_bar=False,
+    )
+    for f in (1, 2, 3):
+        assert imageio.image_info(str(out).replace("####", f"{f:04d}")).format == "uint16"
+
+
 def test_exr_windows_and_pixel_aspect_are_kept(models, tmp_path):
     path = tmp_path / "win.0001.exr"
     spec = oiio.ImageSpec(40, 30, 3, "half")

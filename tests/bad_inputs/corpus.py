@@ -109,11 +109,33 @@ def build(root: Path) -> dict[str, dict]:
     c["nan_pixels"] = exr_pairs(root, "nan_pixels", poison=nan)
     c["inf_pixels"] = exr_pairs(root, "inf_pixels", poison=inf)
 
+    ds = c["png_bomb"] = variant(root, "png_bomb")
+    png_bomb(frame(ds, "input", 2), 20000, 20000)
+
     c["one_pixel"] = good_pairs(root, "one_pixel", size=1)
     c["small_frames"] = good_pairs(root, "small_frames", size=40)  # crop 256 does not fit
     c["two_pairs"] = good_pairs(root, "two_pairs", n=2)
 
     return c
+
+
+def png_bomb(path: Path, width: int, height: int) -> None:
+    """A valid grey PNG of ``width`` x ``height`` zeros: a few hundred KB on disk that would
+    inflate to ``width * height`` bytes (and four times that as float32) if read."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte + pixels
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def without_permission_override():
