@@ -10,6 +10,12 @@ Loading never executes code from the file: no pickle is involved, the Keras conf
 against an allow-list of built-in layer classes before Keras sees it (so a ``Lambda`` layer or an
 unknown class is refused), Keras loads with ``safe_mode=True``, and archive members with other
 names (absolute or ``..`` paths included) are refused.
+
+Loading costs what the model's weights cost: every member of the .cat and of the model.keras
+inside it is capped (the ``MAX_*`` sizes below), checked from the zip headers before inflating and
+counted while inflating (:mod:`ccat_tf.bounded_zip`), and the HDF5 weights are checked for what
+they unpack to, all before Keras reads anything. Text from the file is quoted in messages with its
+control characters escaped (:func:`ccat_tf.safe_text.visible`).
 """
 
 from __future__ import annotations
@@ -24,19 +30,51 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ccat_tf import bounded_zip
 from ccat_tf.atomic import atomic_path
+from ccat_tf.bounded_zip import LimitExceeded, size_text
 from ccat_tf.errors import ModelFileError
+from ccat_tf.safe_text import visible
 
 FORMAT_VERSION = 1
 META_NAME = "ccat.json"
 MODEL_NAME = "model.keras"
-MAX_MEMBER_BYTES = 2 * 1024**3
 # How the weights inside model.keras are stored: ``float32`` (Keras' own) or ``float16`` (for the
 # shipped pretrained weights: half precision, and each array byte-shuffled and gzip-compressed by
 # HDF5's standard filters, about 0.84x of raw float16; h5py decompresses on read, so loading is
 # Keras' own and casts back to the model's float32 variables).
 WEIGHTS_DTYPES = ("float32", "float16")
 WEIGHTS_MEMBER = "model.weights.h5"
+CONFIG_MEMBER = "config.json"
+KERAS_META_MEMBER = "metadata.json"
+
+# ---- size caps -------------------------------------------------------------------------------
+# Every member of a .cat, and of the model.keras inside it, has a cap: a member that needs more is
+# refused from its zip header before anything is inflated, and while inflating when the header
+# lies, so loading a model costs what its weights cost. The caps come from the largest model a
+# user can make, build_model(1023, 1023, "large") (1023 channels is Nuke's limit; channels only
+# change the first and last convolution), saved by save_cat with Keras 3.15 and measured:
+#   model.weights.h5  21.4 MB; 64.0 MB when a compiled model's Adam slots are saved with it
+#                     (100 HDF5 groups and datasets; 180 with the Adam slots)
+#   config.json       29.5 KB (28.1 KB with mixed_float16)
+#   metadata.json     64 bytes (Keras' version and date)
+#   ccat.json         1.31 MB when its data set lists 100 000 frames (a few KB usually)
+#   zip directories   under 300 bytes (2 and 3 members)
+# Each cap adds the margin its comment gives.
+MAX_WEIGHTS_BYTES = 128 * 2**20  # 2x the 64.0 MB
+MAX_CONFIG_BYTES = 2**20  # 35x: room for what newer Keras versions add to each layer's config
+MAX_KERAS_META_BYTES = 64 * 2**10  # 1000x
+MAX_META_BYTES = 4 * 2**20  # 3x: a data set of ~300 000 frames (about 3.5 hours at 24 fps)
+MAX_DIRECTORY_BYTES = 64 * 2**10  # 200x; bounds the memory zipfile spends on parsing it
+# The inner zip as stored: its three members plus their headers and directory.
+MAX_MODEL_BYTES = MAX_WEIGHTS_BYTES + MAX_CONFIG_BYTES + MAX_KERAS_META_BYTES + MAX_DIRECTORY_BYTES
+MAX_H5_OBJECTS = 4096  # 20x the 180 groups and datasets
+OUTER_CAPS = {META_NAME: MAX_META_BYTES, MODEL_NAME: MAX_MODEL_BYTES}
+INNER_CAPS = {
+    KERAS_META_MEMBER: MAX_KERAS_META_BYTES,
+    CONFIG_MEMBER: MAX_CONFIG_BYTES,
+    WEIGHTS_MEMBER: MAX_WEIGHTS_BYTES,
+}
 
 # Every class a ccat_tf network may contain. Anything else in a model config is refused.
 ALLOWED_CLASSES = {
@@ -154,17 +192,28 @@ def _copy_h5_as_float16(src, dst, np) -> None:
                 out.attrs[key] = value
 
 
+def _error(message: str) -> ModelFileError:
+    """A ModelFileError whose text (paths, metadata, zipfile's words) cannot drive a terminal."""
+    return ModelFileError(visible(message))
+
+
+def _unreadable(path: Path, what) -> ModelFileError:
+    return _error(f"{path} is not a readable .cat file: {what}; use another checkpoint")
+
+
 def _open_archive(path: Path) -> zipfile.ZipFile:
     if not path.exists():
-        raise ModelFileError(
+        raise _error(
             f"model file {path} does not exist; check the path (a .cat from ccat-tf train)"
         )
     if path.is_dir():
-        raise ModelFileError(f"model file {path} is a folder; give the path of a .cat file")
+        raise _error(f"model file {path} is a folder; give the path of a .cat file")
     try:
-        zf = zipfile.ZipFile(path)
+        zf = bounded_zip.open_zip(path, MAX_DIRECTORY_BYTES)
+    except LimitExceeded as err:
+        raise _unreadable(path, err) from None
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ModelFileError(
+        raise _error(
             f"{path} is not a readable .cat file ({err}); it may be truncated or not a model: "
             "use another checkpoint"
         ) from None
@@ -172,20 +221,17 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
     for name in names:
         if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
             zf.close()
-            raise ModelFileError(
-                f"{path} contains an unsafe member name {name!r}; refusing to load it"
-            )
-    if sorted(names) != sorted([META_NAME, MODEL_NAME]):
+            raise _error(f"{path} contains an unsafe member name {name!r}; refusing to load it")
+    if sorted(names) != sorted(OUTER_CAPS):
         zf.close()
-        raise ModelFileError(
+        raise _error(
             f"{path} is not a ccat_tf model (members {names[:5]}); use a .cat written by ccat-tf train"
         )
-    for info in zf.infolist():
-        if info.file_size > MAX_MEMBER_BYTES:
-            zf.close()
-            raise ModelFileError(
-                f"{path}: member {info.filename} is implausibly large; refusing it"
-            )
+    try:
+        bounded_zip.check_headers(zf, OUTER_CAPS)
+    except LimitExceeded as err:
+        zf.close()
+        raise _unreadable(path, err) from None
     return zf
 
 
@@ -193,49 +239,110 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a .cat, checked for format and integrity, without building the model."""
     path = Path(path)
     with _open_archive(path) as zf:
-        meta, _ = _read_members(path, zf)
-    return meta
+        return _read_members(path, zf)
 
 
-def _read_members(path: Path, zf: zipfile.ZipFile) -> tuple[dict, bytes]:
+def _read_members(path: Path, zf: zipfile.ZipFile, model_out=None) -> dict:
+    """The checked metadata; the model member is hashed as it streams (into ``model_out``)."""
+    digest = hashlib.sha256()
+
+    def sink(chunk: bytes) -> None:
+        digest.update(chunk)
+        if model_out is not None:
+            model_out.write(chunk)
+
     try:
-        meta = json.loads(zf.read(META_NAME))
-        model_bytes = zf.read(MODEL_NAME)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
-        raise ModelFileError(f"{path} is damaged ({err}); use another checkpoint") from None
+        meta = json.loads(bounded_zip.read(zf, META_NAME, MAX_META_BYTES))
+        bounded_zip.stream(zf, MODEL_NAME, MAX_MODEL_BYTES, sink)
+    except LimitExceeded as err:
+        raise _unreadable(path, err) from None
+    except (*bounded_zip.READ_ERRORS, KeyError, RecursionError) as err:
+        raise _error(f"{path} is damaged ({err}); use another checkpoint") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-        raise ModelFileError(
+        raise _error(
             f"{path} has an unsupported format {meta.get('format') if isinstance(meta, dict) else '?'}; "
             f"this ccat_tf reads format {FORMAT_VERSION}"
         )
     if meta.get("weights_dtype", "float32") not in WEIGHTS_DTYPES:
-        raise ModelFileError(
+        raise _error(
             f"{path} stores weights as {meta.get('weights_dtype')!r}; this ccat_tf reads "
             f"{' or '.join(WEIGHTS_DTYPES)}"
         )
-    if hashlib.sha256(model_bytes).hexdigest() != meta.get("model_sha256"):
-        raise ModelFileError(
-            f"{path} failed its checksum (the file is damaged); use another checkpoint"
-        )
-    return meta, model_bytes
+    if digest.hexdigest() != meta.get("model_sha256"):
+        raise _error(f"{path} failed its checksum (the file is damaged); use another checkpoint")
+    return meta
 
 
-def _check_config(path: Path, model_bytes: bytes) -> None:
-    """Refuse any class outside the allow-list before Keras deserialises anything."""
+def _unpack_model(path: Path, keras_path: Path, weights_path: Path) -> dict:
+    """Check the inner model.keras member by member; returns its config, writes its weights.
+
+    Every member is inflated here, within its cap, so Keras (which reads the same archive
+    afterwards) never meets more than the caps allow.
+    """
+    prefix = f"{MODEL_NAME}/"
     try:
-        with zipfile.ZipFile(io.BytesIO(model_bytes)) as inner:
-            config = json.loads(inner.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as err:
-        raise ModelFileError(
+        with bounded_zip.open_zip(keras_path, MAX_DIRECTORY_BYTES) as inner:
+            bounded_zip.check_headers(inner, INNER_CAPS, prefix)
+            config = bounded_zip.read(inner, CONFIG_MEMBER, MAX_CONFIG_BYTES, prefix)
+            bounded_zip.read(inner, KERAS_META_MEMBER, MAX_KERAS_META_BYTES, prefix)
+            with open(weights_path, "wb") as out:
+                bounded_zip.stream(inner, WEIGHTS_MEMBER, MAX_WEIGHTS_BYTES, out.write, prefix)
+        return json.loads(config)
+    except LimitExceeded as err:
+        raise _unreadable(path, err) from None
+    except (*bounded_zip.READ_ERRORS, RecursionError) as err:
+        raise _error(
             f"{path}: the model inside is damaged ({err}); use another checkpoint"
         ) from None
+
+
+def _check_weights(path: Path, weights_path: Path) -> None:
+    """Bound what Keras will read from model.weights.h5: HDF5 can compress datasets too."""
+    import h5py
+
+    total, count = 0, 0
+    try:
+        with h5py.File(weights_path, "r") as h5:
+            groups = [h5]
+            while groups:
+                group = groups.pop()
+                for name in group:
+                    count += 1
+                    if count > MAX_H5_OBJECTS:
+                        raise LimitExceeded(
+                            f"its weights hold more than {MAX_H5_OBJECTS} HDF5 objects"
+                        )
+                    if not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                        raise LimitExceeded(f"its weights link to {name!r} outside the file")
+                    obj = group[name]
+                    if isinstance(obj, h5py.Group):
+                        groups.append(obj)
+                        continue
+                    if obj.is_virtual or obj.external:
+                        raise LimitExceeded(f"its weights read {name!r} from other files")
+                    total += int(obj.size or 0) * obj.dtype.itemsize
+            if total > MAX_WEIGHTS_BYTES:
+                raise LimitExceeded(
+                    f"its weights unpack to {size_text(total)}, more than the "
+                    f"{size_text(MAX_WEIGHTS_BYTES)} a ccat_tf model of any size needs"
+                )
+    except LimitExceeded as err:
+        raise _unreadable(path, err) from None
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise _error(
+            f"{path}: the weights inside are damaged ({err}); use another checkpoint"
+        ) from None
+
+
+def _check_config(path: Path, config) -> None:
+    """Refuse any class outside the allow-list before Keras deserialises anything."""
 
     def walk(node):
         if isinstance(node, dict):
             cls = node.get("class_name")
             if isinstance(cls, str) and "config" in node:
                 if cls not in ALLOWED_CLASSES:
-                    raise ModelFileError(
+                    raise _error(
                         f"{path} contains a layer of class {cls!r}, which ccat_tf models never use; "
                         "refusing to load it (it could run code)"
                     )
@@ -244,40 +351,49 @@ def _check_config(path: Path, model_bytes: bytes) -> None:
                 # any class a plug-in or hook registered. Built-ins carry None (or their own name).
                 registered = node.get("registered_name")
                 if registered not in (None, cls, f"ccat_tf>{cls}"):
-                    raise ModelFileError(
+                    raise _error(
                         f"{path} asks for the registered class {registered!r} in place of {cls!r}; "
                         "refusing to load it (it could run code)"
                     )
                 module = node.get("module")
                 if isinstance(module, str) and not module.startswith("keras"):
-                    raise ModelFileError(
-                        f"{path} refers to code in module {module!r}; refusing to load it"
-                    )
+                    raise _error(f"{path} refers to code in module {module!r}; refusing to load it")
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
             for value in node:
                 walk(value)
 
-    walk(config)
+    try:
+        walk(config)
+    except RecursionError:
+        raise _error(
+            f"{path}: the model inside is nested too deeply to be a ccat_tf model; "
+            "use another checkpoint"
+        ) from None
 
 
 def load_cat(path: str | os.PathLike, *, compile: bool = False):
-    """Load a .cat: returns ``(keras_model, metadata)``. Raises ModelFileError on any problem."""
-    import keras
+    """Load a .cat: returns ``(keras_model, metadata)``. Raises ModelFileError on any problem.
 
+    Everything is checked (sizes, checksum, classes, weights) before Keras is imported.
+    """
     path = Path(path)
-    with _open_archive(path) as zf:
-        meta, model_bytes = _read_members(path, zf)
-    _check_config(path, model_bytes)
     with tempfile.TemporaryDirectory(prefix="ccat-load-") as tmpdir:
         keras_path = Path(tmpdir) / MODEL_NAME
-        keras_path.write_bytes(model_bytes)
+        weights_path = Path(tmpdir) / WEIGHTS_MEMBER
+        with _open_archive(path) as zf, open(keras_path, "wb") as out:
+            meta = _read_members(path, zf, out)
+        _check_config(path, _unpack_model(path, keras_path, weights_path))
+        _check_weights(path, weights_path)
+        weights_path.unlink()
+        import keras
+
         try:
             model = keras.saving.load_model(keras_path, compile=compile, safe_mode=True)
         except Exception as err:  # noqa: BLE001 - Keras raises many types; report one line
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelFileError(
+            raise _error(
                 f"{path}: the model cannot be loaded ({first}); use another checkpoint"
             ) from None
     return model, meta
@@ -328,7 +444,7 @@ def latest_good_checkpoint(data_directory: str | os.PathLike) -> Path:
             continue
         return path
     what = f"all {bad} .cat files are damaged" if bad else "it holds no .cat file"
-    raise ModelFileError(
+    raise _error(
         f"no usable checkpoint in {folder}: {what}; train again or give the path of a good .cat"
     )
 
@@ -340,16 +456,13 @@ def check_compatible(
     problems = []
     if meta.get("model_size") != model_size:
         problems.append(f"model_size {meta.get('model_size')} (this run uses {model_size})")
-    if len(meta.get("input_channels", [])) != in_channels:
-        problems.append(
-            f"{len(meta.get('input_channels', []))} input channels (this run has {in_channels})"
-        )
-    if len(meta.get("output_channels", [])) != out_channels:
-        problems.append(
-            f"{len(meta.get('output_channels', []))} output channels (this run has {out_channels})"
-        )
+    for side, wanted in (("input", in_channels), ("output", out_channels)):
+        channels = meta.get(f"{side}_channels")
+        count = len(channels) if isinstance(channels, list) else 0
+        if count != wanted:
+            problems.append(f"{count} {side} channels (this run has {wanted})")
     if problems:
-        raise ModelFileError(
+        raise _error(
             f"checkpoint_file {path} does not fit this run: it has {'; '.join(problems)}; "
             "choose a checkpoint trained with the same model_size and channels"
         )

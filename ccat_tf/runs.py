@@ -29,6 +29,7 @@ from typing import Any
 
 from ccat_tf.atomic import TEMP_MARK, DirectoryLock, atomic_path, atomic_write_json
 from ccat_tf.errors import DataDirectoryError, SettingsError
+from ccat_tf.safe_text import visible
 
 RUNS_FILE = "runs.json"
 LATEST_FILE = "latest.json"
@@ -239,7 +240,7 @@ def run_files(data_directory: str | os.PathLike, name: str, other_names=()) -> l
 
 def _lock_holder(folder: Path) -> str:
     with contextlib.suppress(OSError):
-        return (folder / ".ccat.lock").read_text().strip() or "unknown process"
+        return visible((folder / ".ccat.lock").read_text().strip()) or "unknown process"
     return "unknown process"
 
 
@@ -273,7 +274,7 @@ def _rename_locked(folder: Path, old: str, new: str) -> dict[str, Any]:
     runs = load_runs(folder)
     run = _find_run(runs, old)
     if run is None:
-        names = ", ".join(r["name"] for r in runs) or "none"
+        names = ", ".join(visible(r["name"]) for r in runs) or "none"
         raise DataDirectoryError(
             f"no run {old!r} in {folder / RUNS_FILE} (runs: {names}); give one of those names"
         )
@@ -293,8 +294,8 @@ def _rename_locked(folder: Path, old: str, new: str) -> dict[str, Any]:
         clash.append(folder / new)
     if clash:
         raise DataDirectoryError(
-            f"cannot rename {old} to {new}: {clash[0]} already exists; move it away or choose "
-            "another name"
+            f"cannot rename {visible(old)} to {new}: {visible(clash[0])} already exists; move it "
+            "away or choose another name"
         )
     done: list[tuple[Path, Path]] = []
     try:
@@ -306,8 +307,8 @@ def _rename_locked(folder: Path, old: str, new: str) -> dict[str, Any]:
             with contextlib.suppress(OSError):
                 os.rename(dst, src)
         raise DataDirectoryError(
-            f"cannot rename {src} to {dst}: {err.strerror or err}; nothing was renamed, check "
-            "the folder's permissions"
+            f"cannot rename {visible(src)} to {visible(dst)}: {err.strerror or err}; nothing was "
+            "renamed, check the folder's permissions"
         ) from None
     run["name"] = new
     _save_runs(folder, runs)
@@ -359,7 +360,7 @@ def _short_time(iso) -> str:
 
 
 def _setting(run, key: str) -> str:
-    s = run.get("settings") or {}
+    s = run.get("settings") if isinstance(run.get("settings"), dict) else {}
     value = s.get(key, "-")
     resolved = s.get(f"{key}_resolved")
     if resolved is not None and str(resolved) != str(value):
@@ -394,6 +395,8 @@ def format_run_table(runs: list[dict[str, Any]]) -> str:
                 _setting(r, "crop_size"),
             )
         )
+    # Every cell comes from runs.json: shown with its control characters escaped.
+    rows = [tuple(visible(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

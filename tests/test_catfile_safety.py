@@ -185,3 +185,28 @@ def test_damaged_metadata_is_refused(good_bytes, tmp_path):
         zf.writestr(catfile.MODEL_NAME, good_bytes)
     _refused(path, "damaged")
     assert os.path.getsize(path) > 0
+
+
+def _rezip(model_bytes: bytes, extra=(), compression=zipfile.ZIP_STORED) -> bytes:
+    """model.keras rewritten with ``compression`` and ``extra`` members added."""
+    src = zipfile.ZipFile(io.BytesIO(model_bytes))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=compression) as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+        for name, data in extra:
+            dst.writestr(name, data)
+    return out.getvalue()
+
+
+def test_inner_members_other_than_the_models_are_refused(good_bytes, tmp_path):
+    """Keras would extract an asset member to disk; a ccat_tf model has none."""
+    inner = _rezip(good_bytes, extra=[("assets/x.bin", b"x")])
+    msg = _refused(_pack(tmp_path / "assets.cat", inner), "not a readable .cat file")
+    assert "'model.keras/assets/x.bin'" in msg
+
+
+def test_bzip2_members_are_refused_before_inflating(good_bytes, tmp_path):
+    """bzip2 output is not bounded per read (deflate's is), and ccat_tf never writes it."""
+    inner = _rezip(good_bytes, compression=zipfile.ZIP_BZIP2)
+    _refused(_pack(tmp_path / "bz2.cat", inner), "compression method 12")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ccat_tf.safe_text import visible
+
 HELP = "show what a .cat expects and how it was trained"
 
 
@@ -33,12 +35,17 @@ def describe(model_file: str) -> dict[str, Any]:
     return info
 
 
+def _as_list(value) -> list:
+    if isinstance(value, list):
+        return value
+    return [value] if value not in (None, "") else []
+
+
 def _channels(names, kinds) -> str:
-    names = list(names or [])
-    kinds = list(kinds or [])
-    text = ", ".join(names) if names else "?"
+    names, kinds = _as_list(names), _as_list(kinds)
+    text = ", ".join(map(str, names)) if names else "?"
     if kinds:
-        text += f"  (transform: {', '.join(kinds)})"
+        text += f"  (transform: {', '.join(map(str, kinds))})"
     return text
 
 
@@ -52,7 +59,7 @@ def _frames(value) -> str:
 
 def format_info(info: dict[str, Any]) -> str:
     """Human-readable lines for ``ccat-tf info``."""
-    ds = info.get("dataset") or {}
+    ds = info.get("dataset") if isinstance(info.get("dataset"), dict) else {}
     size = f"{ds.get('width')}x{ds.get('height')}" if ds.get("width") else "?"
     loss = info.get("last_loss")
     rows = [
@@ -96,13 +103,15 @@ def format_info(info: dict[str, Any]) -> str:
         ("run", str(info.get("run_name", "?"))),
     ]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    # Every value may come from the file: control characters are shown escaped, one row a line.
+    return "\n".join(f"{k:<{width}}  {visible(v)}" for k, v in rows)
 
 
 def run(args) -> int:
     info = describe(args.model)
     if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+        # ensure_ascii (the default) writes every control and non-ASCII character as \uXXXX.
+        print(json.dumps(info, indent=2, sort_keys=True, default=str, ensure_ascii=True))
     else:
         print(format_info(info))
     return 0

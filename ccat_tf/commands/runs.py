@@ -25,14 +25,16 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ccat_tf.runs import format_run_table, list_runs, rename_run
+    from ccat_tf.safe_text import visible
 
     if args.rename:
         rename_run(args.data_directory, *args.rename)
     runs = list_runs(args.data_directory)
     if args.json:
-        print(json.dumps({"runs": runs}, indent=2, default=str))
+        # ensure_ascii (the default) writes every control and non-ASCII character as \uXXXX.
+        print(json.dumps({"runs": runs}, indent=2, default=str, ensure_ascii=True))
     elif runs:
         print(format_run_table(runs))
     else:
-        print(f"no runs in {args.data_directory} yet")
+        print(f"no runs in {visible(args.data_directory)} yet")
     return 0
