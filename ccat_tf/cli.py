@@ -36,7 +36,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, keeping the CLI's promise: a mistake is one line with the fix, not a usage dump."""
 
     def error(self, message):
-        print(f"ccat-tf: error: {message}; see {self.prog} --help", file=sys.stderr)
+        from ccat_tf.safe_text import visible
+
+        print(f"ccat-tf: error: {visible(message)}; see {self.prog} --help", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if args.debug:
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        from ccat_tf.safe_text import visible
+
+        first = visible(str(err).strip().splitlines()[0]) if str(err).strip() else ""
         print(
             f"ccat-tf: error: unexpected {type(err).__name__}: {first} "
             "(run again with --debug for the traceback, and please report it)",
@@ -129,12 +133,15 @@ def _one_line_warnings():
     Returns a function that puts the previous warning display back."""
     import warnings
 
+    from ccat_tf.safe_text import visible
+
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         if os.path.abspath(filename).startswith(package):
-            print(f"ccat-tf: warning: {message}", file=file or sys.stderr, flush=True)
+            text = visible(message)
+            print(f"ccat-tf: warning: {text}", file=file or sys.stderr, flush=True)
         else:
             previous(message, category, filename, lineno, file, line)
 

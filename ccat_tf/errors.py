@@ -15,8 +15,12 @@ class CcatError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
-        # Keep the promise of a one-line message even when a caller formats in a newline.
-        super().__init__(" ".join(str(message).split()))
+        # Keep the promise of a one-line message even when a caller formats in a newline, and
+        # show any control character quoted from a file (an ESC sequence, a bidi override) as
+        # an escape, so a hostile file cannot clear the screen or forge a line.
+        from ccat_tf.safe_text import visible
+
+        super().__init__(visible(" ".join(str(message).split())))
 
 
 class DataSetError(CcatError):

@@ -22,12 +22,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ccat_tf.outputs import check_output
+    from ccat_tf.safe_text import visible
     from ccat_tf.summary import summary_to_csv
 
     check_output(args.output, "csv")
     notices: list[str] = []
     path = summary_to_csv(args.data_directory, args.output, notices=notices)
     for notice in notices:
-        print(f"ccat-tf: {notice}", file=sys.stderr)
+        print(f"ccat-tf: {visible(notice)}", file=sys.stderr)
     print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -21,6 +21,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ccat_tf.dataset import DataSetProblems, validate_dataset
+    from ccat_tf.safe_text import visible
 
     settings = settings_from_args(args, TrainSettings)
     if args.report:
@@ -31,11 +32,11 @@ def run(args) -> int:
         info = validate_dataset(settings, report=args.report)
     except DataSetProblems as err:
         for problem in err.problems:
-            print(f"ccat-tf: error: {problem}", file=sys.stderr)
+            print(f"ccat-tf: error: {visible(problem)}", file=sys.stderr)
         return 2
     for notice in info.notices:
-        print(f"ccat-tf: {notice}", file=sys.stderr)
-    print(info.channels_line(), file=sys.stderr)
+        print(f"ccat-tf: {visible(notice)}", file=sys.stderr)
+    print(visible(info.channels_line()), file=sys.stderr)
     if not args.report:
         print(json.dumps({"ok": True, **info.to_dict()}, indent=2))
     return 0
