@@ -10,15 +10,22 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config.yaml"
-
-
 include: "workflow/rules/common.smk"
 
 
-# One-line errors naming the key (config: shots.shotA.epochs: ...), then the schema's defaults.
+# Snakemake's own YAML loader has no limits: config.yaml and any --configfile are read first with
+# ccat_tf's bounded one (1 MiB, 100 000 values with aliases expanded, no duplicate keys).
+check_config_files("config.yaml")
+
+
+configfile: "config.yaml"
+
+
+# One-line errors naming the key (config: shots.shotA.epochs: ...), then the schema's defaults,
+# then every frame the shots name must exist (config: shots.shotA.input: frame 3 (...) ...).
 check_config(config)
 validate(config, "workflow/schemas/config.schema.yaml")
+check_inputs()
 
 shell.prefix(shell_prefix())
 

@@ -15,11 +15,13 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 # The package's settings dataclasses say which key belongs to which command, and its frames
-# module reads frame specs and sequence patterns exactly as the commands will. Both import only
-# the standard library (milliseconds, no TensorFlow); the repository root goes on sys.path so
-# this works before `pip install -e .` and with Snakemake installed in another environment.
+# module reads frame specs and sequence patterns exactly as the commands will; safe_load reads
+# YAML/JSON within limits. They import only the standard library and PyYAML (milliseconds, no
+# TensorFlow); the repository root goes on sys.path so this works before `pip install -e .` and
+# with Snakemake installed in another environment.
 sys.path.insert(0, workflow.basedir)
 from ccat_tf import frames as framespec  # noqa: E402
+from ccat_tf import safe_load  # noqa: E402
 from ccat_tf.errors import CcatError  # noqa: E402
 from ccat_tf.settings import InferSettings, TrainSettings  # noqa: E402
 
@@ -70,6 +72,43 @@ INFER_KEYS = tuple(
 # ---- config checks ----------------------------------------------------------------------------
 
 
+def check_config_files(default):
+    """Read config.yaml and every --configfile with ccat_tf's bounded loader, before Snakemake.
+
+    Snakemake reads them with yaml.FullLoader (through yte): no size or alias limit, and the
+    last of two equal keys silently wins. Call this before `configfile:`; each problem is one
+    line naming the file and line (``config: config.yaml line 12: shot 'shotA' is defined
+    twice; ...``). Snakemake then reads the same, now checked, files as usual.
+    """
+    files = [Path(f) for f in workflow.overwrite_configfiles]
+    if Path(default).exists():
+        files.insert(0, Path(default))
+    elif not files:
+        raise WorkflowError(
+            f"config: {default} not found in {os.getcwd()}; write one (README: The workflow) "
+            "or pass --configfile"
+        )
+    for path in files:
+        try:
+            data = safe_load.load_file(path)
+        except safe_load.LoadError as err:
+            raise WorkflowError(f"config: {_load_error_line(err)}") from None
+        if data is not None and not isinstance(data, dict):
+            raise WorkflowError(
+                f"config: {path} must hold a mapping (shots: ...); see config.yaml"
+            )
+
+
+def _load_error_line(err):
+    """safe_load's message, in the config's words where it has them (a shot defined twice)."""
+    if err.kind == "duplicate" and err.path == ("shots",):
+        return (
+            f"{err.source} line {err.line}: shot {err.key!r} is defined twice; give each "
+            "shot its own name"
+        )
+    return str(err)
+
+
 def check_config(config):
     """Validate the raw config against the schema; raise a one-line error naming the key.
 
@@ -79,6 +118,11 @@ def check_config(config):
     """
     import jsonschema
 
+    # --config values (parsed by Snakemake, aliases and all) are bounded here too.
+    try:
+        safe_load.check_values(config, "the config (config files and --config)")
+    except safe_load.LoadError as err:
+        raise WorkflowError(f"config: {err}") from None
     schema = yaml.safe_load(SCHEMA_FILE.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
@@ -98,6 +142,58 @@ def check_config(config):
                     framespec.has_frame_token(keys[key])
                 except CcatError as err:
                     raise WorkflowError(f"config: shots.{shot}.{key}: {err}") from None
+
+
+def check_inputs():
+    """Every frame the shots train on, preview or apply to exists (and a checkpoint_file).
+
+    Snakemake would stop at a missing input anyway, with a multi-line MissingInputException;
+    this says which setting names it, in one line. One stat per frame, as Snakemake's own
+    check. A checkpoint_file under results/ (another shot's model.cat) is made by the workflow.
+    """
+    for shot in shots():
+        s = settings_of(shot)
+        for key, frames_key in INPUT_SEQUENCES:
+            pattern = s.get(key)
+            missing = _first_missing(pattern, s.get(frames_key)) if pattern else None
+            if missing:
+                frame, path = missing
+                raise WorkflowError(
+                    f"config: shots.{shot}.{key}: frame {frame} ({path}) does not exist; "
+                    f"render it or fix {frames_key}"
+                )
+        _check_checkpoint(shot, s)
+
+
+def _check_checkpoint(shot, s):
+    ckpt = s.get("checkpoint_file")
+    if s.get("initial_weights") != "checkpoint" or not ckpt or os.path.exists(ckpt):
+        return
+    if Path(os.path.relpath(os.path.abspath(ckpt))).parts[0] == "results":
+        return  # another shot's model.cat: the workflow makes it
+    raise WorkflowError(
+        f"config: shots.{shot}.checkpoint_file: {ckpt} does not exist; train that model "
+        "first or fix checkpoint_file"
+    )
+
+
+# (sequence, the key naming its frames) for every image a shot's jobs read.
+INPUT_SEQUENCES = (
+    ("input", "frames"),
+    ("ground_truth", "frames"),
+    ("input", "validation_frames"),
+    ("ground_truth", "validation_frames"),
+    ("preview", "preview_frames"),
+    ("input", "infer_frames"),
+)
+
+
+def _first_missing(pattern, spec):
+    for frame in frame_list(spec):
+        path = frame_path(pattern, frame)
+        if not os.path.exists(path):
+            return frame, path
+    return None
 
 
 def _config_error_line(error, schema):
@@ -419,7 +515,7 @@ def latest_image(directory, kind):
     directory = Path(directory)
     run = None
     try:
-        latest = json.loads((directory / "latest.json").read_text())
+        latest = safe_load.load_json_file(directory / "latest.json")
         m = _CAT.match(Path(latest["cat"]).name)
         run = m.group("run") if m else None
     except (OSError, ValueError, KeyError, TypeError):
@@ -518,22 +614,36 @@ def load_pretrain_settings(path):
     if not path.is_absolute() and not path.exists():
         path = Path(workflow.basedir) / path  # e.g. the default, workflow/pretrain.yaml
     try:
-        settings = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+        settings = safe_load.load_file(path)
+    except safe_load.LoadError as err:
+        hint = ", or set pretrain_settings to a file like workflow/pretrain.yaml"
+        hint = hint if err.kind == "unreadable" else ""
+        raise WorkflowError(f"config: pretrain_settings: {err}{hint}") from None
+    if not isinstance(settings, dict):
         raise WorkflowError(
-            f"pretrain_settings: cannot read {path} ({err}); set pretrain_settings in the "
-            "config to a YAML file like workflow/pretrain.yaml"
-        ) from None
-    missing = PRETRAIN_KEYS - set(settings or {})
+            f"config: pretrain_settings: {path} must hold a mapping; copy workflow/pretrain.yaml"
+        )
+    missing = PRETRAIN_KEYS - set(settings)
     if missing:
         raise WorkflowError(
-            f"pretrain_settings: {path} lacks {', '.join(sorted(missing))}; "
+            f"config: pretrain_settings: {path} lacks {', '.join(sorted(missing))}; "
             "copy them from workflow/pretrain.yaml"
         )
+    for key in ("tasks", "model_sizes"):
+        if not isinstance(settings[key], list) or not all(
+            isinstance(v, str) for v in settings[key]
+        ):
+            raise WorkflowError(
+                f"config: pretrain_settings: {path}: {key} must be a list of names, as in "
+                "workflow/pretrain.yaml"
+            )
+    steps = settings["steps"] if isinstance(settings["steps"], dict) else {}
+    steps = {k: v for k, v in steps.items() if isinstance(v, dict)}
     for task in settings["tasks"]:
         for size in settings["model_sizes"]:
-            if not isinstance(settings["steps"].get(task, {}).get(size), int):
+            count = (steps.get(task) or {}).get(size)
+            if not isinstance(count, int):
                 raise WorkflowError(
-                    f"pretrain_settings: {path}: steps.{task}.{size} must be a whole number"
+                    f"config: pretrain_settings: {path}: steps.{task}.{size} must be a whole number"
                 )
     return settings
