@@ -297,8 +297,17 @@ def _unique_pairs(source: str):
     return hook
 
 
-def load_json_text(text: str | bytes, source: str, max_bytes: int = MAX_BYTES) -> Any:
-    """JSON text within the limits (size, values, depth; no duplicate keys)."""
+def load_json_text(
+    text: str | bytes,
+    source: str,
+    max_bytes: int = MAX_BYTES,
+    max_values: int | None = MAX_VALUES,
+) -> Any:
+    """JSON text within the limits (size, values, depth; no duplicate keys).
+
+    JSON has no aliases, so its size already bounds its values: metadata that may list many
+    frames (a .cat's) passes its own ``max_bytes`` and ``max_values=None``.
+    """
     if len(text) > max_bytes:
         raise LoadError(
             f"{source} is longer than {max_bytes} bytes, the limit for this text",
@@ -322,13 +331,19 @@ def load_json_text(text: str | bytes, source: str, max_bytes: int = MAX_BYTES) -
             source=source,
             line=getattr(err, "lineno", None),
         ) from None
-    check_values(data, source)
+    if max_values is not None:
+        check_values(data, source, max_values)
     return data
 
 
-def load_json_file(path: str | Path, source: str | None = None, max_bytes: int = MAX_BYTES) -> Any:
+def load_json_file(
+    path: str | Path,
+    source: str | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_values: int | None = MAX_VALUES,
+) -> Any:
     source = source or str(path)
-    return load_json_text(read_text(path, source, max_bytes), source, max_bytes)
+    return load_json_text(read_text(path, source, max_bytes), source, max_bytes, max_values)
 
 
 # ---- values that did not come from a file -----------------------------------------------------

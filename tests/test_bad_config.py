@@ -155,8 +155,10 @@ def test_json_is_bounded_and_refuses_duplicate_keys(tmp_path):
     assert safe_load.load_json_text('{"a": 1, "b": {"a": 2}}', "j") == {"a": 1, "b": {"a": 2}}
     with pytest.raises(LoadError, match="nested more than 50 levels"):
         safe_load.load_json_text("[" * 100000 + "]" * 100000, "j", max_bytes=1 << 21)
+    many = json.dumps([0] * (MAX_VALUES + 1))
     with pytest.raises(LoadError, match=f"more than {MAX_VALUES} values"):
-        safe_load.load_json_text(json.dumps([0] * (MAX_VALUES + 1)), "j")
+        safe_load.load_json_text(many, "j")
+    assert len(safe_load.load_json_text(many, "j", max_values=None)) == MAX_VALUES + 1
     path = tmp_path / "s.json"
     path.write_text('{"epochs": 3,\n "epochs": 4}')
     with pytest.raises(LoadError, match="key 'epochs' is given twice"):
