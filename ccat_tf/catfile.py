@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ccat_tf import bounded_zip
+from ccat_tf import bounded_zip, safe_load
 from ccat_tf.atomic import atomic_path
 from ccat_tf.bounded_zip import LimitExceeded, size_text
 from ccat_tf.errors import ModelFileError
@@ -252,7 +252,12 @@ def _read_members(path: Path, zf: zipfile.ZipFile, model_out=None) -> dict:
             model_out.write(chunk)
 
     try:
-        meta = json.loads(bounded_zip.read(zf, META_NAME, MAX_META_BYTES))
+        meta = safe_load.load_json_text(
+            bounded_zip.read(zf, META_NAME, MAX_META_BYTES),
+            f"{path} meta",
+            max_bytes=MAX_META_BYTES,
+            max_values=None,
+        )
         bounded_zip.stream(zf, MODEL_NAME, MAX_MODEL_BYTES, sink)
     except LimitExceeded as err:
         raise _unreadable(path, err) from None
@@ -287,7 +292,9 @@ def _unpack_model(path: Path, keras_path: Path, weights_path: Path) -> dict:
             bounded_zip.read(inner, KERAS_META_MEMBER, MAX_KERAS_META_BYTES, prefix)
             with open(weights_path, "wb") as out:
                 bounded_zip.stream(inner, WEIGHTS_MEMBER, MAX_WEIGHTS_BYTES, out.write, prefix)
-        return json.loads(config)
+        return safe_load.load_json_text(
+            config, f"{path} model config", max_bytes=MAX_CONFIG_BYTES, max_values=None
+        )
     except LimitExceeded as err:
         raise _unreadable(path, err) from None
     except (*bounded_zip.READ_ERRORS, RecursionError) as err:
@@ -425,7 +432,7 @@ def latest_good_checkpoint(data_directory: str | os.PathLike) -> Path:
     folder = Path(data_directory)
     candidates = []
     try:
-        latest = json.loads((folder / "latest.json").read_text())["cat"]
+        latest = safe_load.load_json_file(folder / "latest.json")["cat"]
         candidates.append(folder / Path(str(latest)).name)
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no pointer (or a damaged one): the files themselves decide

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ccat_tf import safe_load
 from ccat_tf.atomic import TEMP_MARK, DirectoryLock, atomic_path, atomic_write_json
 from ccat_tf.errors import DataDirectoryError, SettingsError
 from ccat_tf.safe_text import visible
@@ -48,6 +49,8 @@ FIELDS = (
 )
 # A run name becomes part of file names, so: a letter or digit first, then letters, digits, _ - .
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The largest run table read (a run is ~300 bytes: this holds tens of thousands of runs).
+RUNS_MAX_BYTES = 16 * 2**20
 # Names whose files would collide with the Data Directory's own files (progress.ost, runs.json,
 # latest.json).
 _RESERVED = {"progress", "runs", "latest"}
@@ -64,20 +67,13 @@ def _runs_path(data_directory) -> Path:
 def load_runs(data_directory: str | os.PathLike) -> list[dict[str, Any]]:
     """The runs of a Data Directory, oldest first; ``[]`` if it has no ``runs.json`` yet."""
     path = _runs_path(data_directory)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    except OSError as err:
+    try:  # bounded: a run table is a few KB; 16 MiB holds hundreds of thousands of runs
+        data = safe_load.load_json_file(path, str(path), max_bytes=RUNS_MAX_BYTES, max_values=None)
+    except safe_load.LoadError as err:
         raise DataDirectoryError(
-            f"cannot read {path}: {err.strerror or err}; check its permissions"
-        ) from None
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise DataDirectoryError(
-            f"{path} is not valid JSON ({err}); fix it or move it away (the run table then "
-            "starts again; checkpoints are kept)"
+            f"{err}; fix it or move it away (the run table then starts again; checkpoints are kept)"
         ) from None
     runs = data.get("runs") if isinstance(data, dict) else data
     if not isinstance(runs, list) or not all(
@@ -315,7 +311,7 @@ def _rename_locked(folder: Path, old: str, new: str) -> dict[str, Any]:
     renamed = {src.name: dst.name for src, dst in moves}
     latest = folder / LATEST_FILE
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        data = json.loads(latest.read_text(encoding="utf-8"))
+        data = safe_load.load_json_file(latest)
         if data.get("cat") in renamed:
             data["cat"] = renamed[data["cat"]]
             atomic_write_json(latest, data)
@@ -332,7 +328,9 @@ def _rename_in_progress_file(path: Path, old: str, new: str, run_id) -> None:
 
     try:
         with h5py.File(path, "r") as h5:
-            meta = json.loads(h5.attrs["meta"])
+            meta = safe_load.load_json_text(
+                h5.attrs["meta"], f"{path} meta", max_bytes=4 * 2**20, max_values=None
+            )
     except Exception:  # noqa: BLE001 - not ours to judge here; loading it later reports damage
         return
     if meta.get("run_name") != old or int(meta.get("run_id", run_id)) != int(run_id):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 
+from ccat_tf import safe_load
 from ccat_tf.errors import SettingsError
 from ccat_tf.settings import RANGES, load_settings_file
 
@@ -63,12 +63,7 @@ def settings_from_args(args: argparse.Namespace, cls, *, extra: dict | None = No
     if getattr(args, "settings", None):
         data.update(load_settings_file(args.settings))
     if getattr(args, "settings_json", None):
-        try:
-            inline = json.loads(args.settings_json)
-        except ValueError as err:
-            raise SettingsError(
-                f"--settings-json is not valid JSON ({err}); pass a JSON mapping"
-            ) from None
+        inline = safe_load.load_json_text(args.settings_json, "--settings-json")
         if not isinstance(inline, dict):
             raise SettingsError("--settings-json must be a JSON mapping of setting: value")
         data.update(inline)
