@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from ccat_tf import summary
 from ccat_tf.atomic import atomic_write_json
 
 
@@ -50,7 +51,12 @@ class RunContext:
     val_psnr: float | None = None
     validation_cache: Any = None  # dataset.FrameCache of validation pairs (full resolution)
     preview_frames: list = field(default_factory=list)  # (frame, training-space array)
-    writer: Any = None  # tf.summary writer
+    writer: Any = None  # tf.summary writer (summary.open_writer)
+
+    @property
+    def summary_folder(self) -> Path:
+        """The run's folder of TensorBoard event files."""
+        return self.data_directory / self.run_name
 
 
 class StepCallback(keras.callbacks.Callback):
@@ -154,7 +160,7 @@ class DataDirectoryWriter(StepCallback):
         atomic_write_json(ctx.data_directory / "latest.json", {"cat": path.name, "step": step})
         self.preview(step)
         if ctx.writer is not None:
-            ctx.writer.flush()
+            summary.flush_writer(ctx.writer, ctx.summary_folder)
         call_hooks(
             "on_checkpoint",
             ctx.hooks.get("on_checkpoint", []),
@@ -225,10 +231,7 @@ class DataDirectoryWriter(StepCallback):
         m = float(np.mean(mse))
         ctx.val_psnr = float(10 * math.log10(1.0 / m)) if m > 0 else float("inf")
         if ctx.writer is not None:
-            import tensorflow as tf
-
-            with ctx.writer.as_default(step=step):
-                tf.summary.scalar("val_psnr", ctx.val_psnr)
+            summary.write_scalars(ctx.writer, ctx.summary_folder, step, {"val_psnr": ctx.val_psnr})
 
 
 class SummaryLogger(StepCallback):
@@ -238,8 +241,6 @@ class SummaryLogger(StepCallback):
         self._t = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        import tensorflow as tf
-
         ctx = self.ctx
         if ctx.writer is None or ctx.stop_reason == "nan":
             return
@@ -248,10 +249,12 @@ class SummaryLogger(StepCallback):
         sps = 1.0 / max(now - self._t, 1e-9)
         self._t = now
         stage = ctx.plan.stage_of(step - 1)
-        with ctx.writer.as_default(step=step):
-            tf.summary.scalar("loss", float(logs["loss"]))
-            tf.summary.scalar("stage_scale", ctx.plan.stage_scales[stage])
-            tf.summary.scalar("steps_per_second", sps)
+        values = {
+            "loss": float(logs["loss"]),
+            "stage_scale": ctx.plan.stage_scales[stage],
+            "steps_per_second": sps,
+        }
+        summary.write_scalars(ctx.writer, ctx.summary_folder, step, values)
 
 
 class ProgressBar(StepCallback):

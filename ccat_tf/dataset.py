@@ -338,16 +338,19 @@ class FrameCache:
 
     @classmethod
     def write_hdf5(cls, info: DataSetInfo, path: str | os.PathLike, scales=STAGE_SCALES) -> Path:
-        """Decode the data set into an HDF5 cache file at ``path`` (atomically)."""
+        """Decode the data set into an HDF5 cache file at ``path`` (atomically).
+
+        A disk without room for the decoded frames is refused before any is decoded; one that
+        fills up meanwhile is the same one-line error (HDF5 never sees the failed write).
+        """
         import json
 
-        import h5py
-
-        from ccat_tf.atomic import atomic_path
+        from ccat_tf.atomic import atomic_path, check_free_space, hdf5_writer
 
         path = Path(path)
+        check_free_space(path, _hdf5_bytes(info, scales))
         with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as h5:
+            with hdf5_writer(tmp) as h5:
                 h5.attrs["dataset_info"] = json.dumps(info.to_dict())
                 h5.attrs["signature"] = dataset_signature(info)
                 for i, frame in enumerate(info.frames):
@@ -397,6 +400,19 @@ class FrameCache:
 
 def _chunks(shape) -> tuple[int, int, int]:
     return (min(shape[0], 64), min(shape[1], 64), shape[2])
+
+
+def _hdf5_bytes(info: DataSetInfo, scales) -> int:
+    """The size of :meth:`FrameCache.write_hdf5`'s file: whole chunks (edge chunks are stored
+    full size) with their Fletcher-32 sums, 4 KiB of headers per frame, 64 KiB for the file."""
+    total = 2**16
+    for s in scales:
+        h, w = max(1, int(round(info.height * s))), max(1, int(round(info.width * s)))
+        ch, cw, _ = _chunks((h, w, 1))
+        chunks = math.ceil(h / ch) * math.ceil(w / cw)
+        for n in (len(info.input_channels), len(info.output_channels)):
+            total += info.pairs * (chunks * (ch * cw * n * 4 + 4) + 2**12)
+    return total
 
 
 def dataset_signature(info: DataSetInfo) -> str:

@@ -34,11 +34,19 @@ import shutil
 import sys
 import types
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ccat_tf.atomic import TEMP_MARK, atomic_path, temp_path_for
-from ccat_tf.errors import DataDirectoryError, SettingsError
+from ccat_tf.atomic import (
+    TEMP_MARK,
+    atomic_path,
+    describe_os_error,
+    error_from_text,
+    remove_stale_temps,
+    temp_path_for,
+)
+from ccat_tf.errors import SettingsError
 
 FORMATS = ("savedmodel", "onnx")
 #: Largest magnitude fed to exp when decoding the log shaper (as ``transform.decode`` clamps).
@@ -109,20 +117,36 @@ def _export_savedmodel(model, meta: dict[str, Any], output: Path) -> None:
     # The first endpoint becomes "serving_default".
     archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=signature)
     archive.add_endpoint("serve_pixels", _pixel_function(model, meta), input_signature=signature)
-    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f"{TEMP_MARK}{os.getpid()}-{output.name}")
     try:
-        archive.write_out(str(tmp), verbose=False)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        # What an export killed mid-write left (its temporary folder) goes first.
+        remove_stale_temps(output.parent, {output.name})
+        with _disk_errors(output):
+            archive.write_out(str(tmp), verbose=False)
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
         (extra / "ccat.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         _replace_dir(tmp, output)
     except OSError as err:
-        raise DataDirectoryError(
-            f"cannot write {output}: {err.strerror or err}; check the folder and the free disk space"
-        ) from None
+        raise describe_os_error(output, err) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _disk_errors(output: Path) -> Iterator[None]:
+    """TensorFlow writes the SavedModel's variables in C++: its "No space left on device" (an
+    OpError, not an OSError) becomes the one-line error naming the output."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as err:
+        failure = error_from_text(output, str(err.message))
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def _export_onnx(model, meta: dict[str, Any], output: Path, pixels: bool) -> None:

@@ -21,10 +21,12 @@ is safely on disk, which, because of the write-behind, may be after the next fra
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import queue
 import resource
+import signal
 import sys
 import threading
 import time
@@ -37,7 +39,14 @@ import numpy as np
 
 from ccat_tf import frames as framespec
 from ccat_tf import imageio, tiling, transform
-from ccat_tf.errors import DataSetError, ModelFileError, SettingsError
+from ccat_tf.atomic import check_free_space, error_from_text, free_bytes, remove_stale_temps
+from ccat_tf.errors import (
+    CcatError,
+    DataDirectoryError,
+    DataSetError,
+    ModelFileError,
+    SettingsError,
+)
 from ccat_tf.hooks import call_hooks, resolve_hooks
 from ccat_tf.settings import InferSettings
 
@@ -237,10 +246,16 @@ def _output_names(meta: dict, merge_input: bool) -> list[str]:
     return ["A" if n.lower() in ("a", "alpha") else n for n in names]
 
 
-def _check_output(s: InferSettings, jobs: list[_Job], names: list[str], data_type: str) -> None:
-    """Write (and delete) a tiny probe beside the first output frame: format, channels, folder."""
+def _check_output(
+    jobs: list[_Job], names: list[str], data_type: str, first: imageio.ImageInfo
+) -> None:
+    """Room for the first frame, then a tiny probe written (and deleted) beside it: format,
+    channels, folder."""
     from ccat_tf.atomic import temp_path_for
 
+    check_free_space(
+        jobs[0].output_path, _frame_bound(first.height, first.width, len(names), data_type)
+    )
     probe = temp_path_for(jobs[0].output_path)
     try:
         imageio.write_image(
@@ -249,6 +264,29 @@ def _check_output(s: InferSettings, jobs: list[_Job], names: list[str], data_typ
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
+
+
+def _remove_partial_frames(jobs: list[_Job], notice: Callable[[str], None]) -> None:
+    """Delete the temporary files a killed render left for this render's output frames (only
+    those: parallel renders of other frames into the same folder keep theirs)."""
+    by_folder: dict[str, set[str]] = {}
+    for job in jobs:
+        folder, name = os.path.split(job.output_path)
+        by_folder.setdefault(folder or ".", set()).add(name)
+    for folder, names in by_folder.items():
+        for leftover in remove_stale_temps(folder, names):
+            notice(f"removed {leftover}, a partial frame left by an interrupted render")
+
+
+#: Bytes per channel value of each output data type.
+_VALUE_BYTES = {"half": 2, "float": 4, "uint8": 1, "uint10": 2, "uint16": 2}
+
+
+def _frame_bound(height: int, width: int, channels: int, data_type: str) -> int:
+    """The most a written frame can take: its raw pixels, half again for a compression that
+    expands them (LZW on noise), and 16 KiB of headers."""
+    raw = height * width * channels * _VALUE_BYTES.get(data_type, 4)
+    return int(raw * 1.5) + 2**14
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,6 +569,90 @@ def _write_frame(
                 out.close()
 
 
+def _write_checked(
+    path: str, pixels: np.ndarray, names: list[str], data_type: str, info: imageio.ImageInfo
+) -> None:
+    """:func:`_write_frame` on a disk with room for the frame; a full disk is one line.
+
+    Image libraries report a full disk vaguely ("File output failed"), not at all (PNG, DPX:
+    a cut-short file) or by exiting the process (JPEG), so the room is checked first; a disk
+    that fills up during the write (another process) is caught afterwards by reading it back.
+    """
+    need = _frame_bound(*pixels.shape, data_type)
+    check_free_space(path, need)
+    try:
+        _write_frame(path, pixels, names, data_type, info)
+    except CcatError as err:
+        full = error_from_text(path, str(err))
+        if full is None and free_bytes(path) < need:
+            full = error_from_text(path, os.strerror(errno.ENOSPC))
+        if full is None:
+            raise
+        raise full from None
+    if free_bytes(path) < need:
+        try:
+            imageio.read_image(path, names)
+        except CcatError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise DataDirectoryError(
+                f"cannot write {path}: no space left on device (the disk filled up while it was "
+                "written; the cut-short frame was removed); free some space or point the output "
+                "to another disk"
+            ) from None
+
+
+class InferInterrupted(CcatError):
+    """SIGTERM/SIGINT stopped a render; every frame written is complete (exit 75, 130 Ctrl-C)."""
+
+    exit_code = 75
+
+
+class _StopOnSignal:
+    """SIGTERM (a scheduler's preemption) or Ctrl-C during a render: remember it, so the render
+    stops between frames. A second Ctrl-C quits at once; a repeated SIGTERM changes nothing."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received:
+            if name == "SIGINT":
+                raise KeyboardInterrupt
+            return
+        self.received = name
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # below a progress bar
+        print(f"{fresh_line}ccat-tf: {name} received; stopping after this frame", file=sys.stderr)
+
+
+def _interrupted(signal_name: str, s: InferSettings, jobs: list[_Job], written: list[str]):
+    """The one-line error of a render stopped by a signal: what is on disk, how to go on."""
+    done = set(written)
+    rest = [j.frame for j in jobs if j.output_path not in done]
+    how = f"render the other {len(rest)} with --frames {framespec.format_frames(rest)}"
+    if s.overwrite:
+        how = f"run the same command again to render all {len(jobs)}, or {how}"
+    err = InferInterrupted(
+        f"{signal_name} received: wrote {len(done)} of {len(jobs)} frames to {s.output}, each "
+        f"complete; {how}"
+    )
+    if signal_name == "SIGINT":
+        err.exit_code = 130
+    return err
+
+
 @dataclass
 class _Frame:
     job: _Job
@@ -605,7 +727,8 @@ def infer(
     jobs = _plan_jobs(s)
     first_info = _check_input_headers(jobs, in_channels, s.merge_input)
     data_type = _output_data_type(out_ext, str(s.output_data_type).lower(), first_info)
-    _check_output(s, jobs, names, data_type)
+    _remove_partial_frames(jobs, notice)
+    _check_output(jobs, names, data_type, first_info)
 
     # Pre-flight done: now the (slow) TensorFlow part.
     device = _choose_device(s.use_gpu_if_available, notice)
@@ -678,7 +801,7 @@ def infer(
     def write(item) -> tuple[_Job, float]:
         job, pixels, info = item
         t0 = time.perf_counter()
-        _write_frame(job.output_path, pixels, names, data_type, info)
+        _write_checked(job.output_path, pixels, names, data_type, info)
         return job, time.perf_counter() - t0
 
     read_in: queue.Queue = queue.Queue()
@@ -747,55 +870,65 @@ def infer(
         settings={k: v for k, v in s.to_dict().items() if k not in HOOK_NAMES},
     )
     non_finite = 0
+    queued = 0
     reader.start()
     writer.start()
     bar.t0 = time.perf_counter()
-    try:
-        for job in jobs:
-            drain(0)  # a failed write stops the render before the next frame is computed
-            item = read_out.get()
-            if isinstance(item, BaseException):
-                raise item
-            frame: _Frame = item
-            if frame.non_finite:
-                non_finite += frame.non_finite
-                notice(
-                    f"frame {job.frame}: {frame.non_finite} NaN/infinite input values replaced (NaN by 0)"
+    with _StopOnSignal() as stop:
+        try:
+            for job in jobs:
+                drain(0)  # a failed write stops the render before the next frame is computed
+                if stop.received:
+                    break
+                item = read_out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                frame: _Frame = item
+                if frame.non_finite:
+                    non_finite += frame.non_finite
+                    notice(
+                        f"frame {job.frame}: {frame.non_finite} NaN/infinite input values "
+                        "replaced (NaN by 0)"
+                    )
+                frame_started[job.index] = time.perf_counter()
+                call_hooks(
+                    "before_frame_render",
+                    hooks["before_frame_render"],
+                    frame=job.frame,
+                    index=job.index,
+                    total=total,
+                    input_path=job.input_path,
+                    path=job.output_path,
                 )
-            frame_started[job.index] = time.perf_counter()
-            call_hooks(
-                "before_frame_render",
-                hooks["before_frame_render"],
-                frame=job.frame,
-                index=job.index,
-                total=total,
-                input_path=job.input_path,
-                path=job.output_path,
-            )
-            h, w = frame.pixels.shape[:2]
-            plan = plan_for(h, w)
-            x = tiling.pad_to_divisor(transform.encode(frame.pixels, in_kinds), divisor)
-            y = tiling.predict_tiled(predict, x, plan, len(out_kinds), s.batch_tiles)
-            result = transform.decode(y[:h, :w], out_kinds)
-            if frame.rgb is not None:
-                result = np.concatenate([frame.rgb, result], axis=-1)
-            _put(write_in, (job, result, frame.info), writer.stop)
-            drain(0)
-        _put(write_in, None, writer.stop)
-        drain(total)
-    except BaseException:
-        reader.stop.set()
-        writer.stop.set()
-        raise
-    finally:
-        # Unblock both threads whatever happened (a stopped worker drains its queue, so the put
-        # succeeds); they are daemons, so a stuck disk cannot hang the caller.
-        for q in (read_in, write_in):
-            with contextlib.suppress(queue.Full):
-                q.put(None, timeout=5)
-        bar.close(len(written))
-        reader.join(timeout=5)
-        writer.join(timeout=60)
+                h, w = frame.pixels.shape[:2]
+                plan = plan_for(h, w)
+                x = tiling.pad_to_divisor(transform.encode(frame.pixels, in_kinds), divisor)
+                y = tiling.predict_tiled(predict, x, plan, len(out_kinds), s.batch_tiles)
+                result = transform.decode(y[:h, :w], out_kinds)
+                if frame.rgb is not None:
+                    result = np.concatenate([frame.rgb, result], axis=-1)
+                _put(write_in, (job, result, frame.info), writer.stop)
+                queued += 1
+                drain(0)
+            _put(write_in, None, writer.stop)
+            drain(queued)  # after a signal too: the frames computed are written, whole
+        except BaseException:
+            writer.stop.set()
+            raise
+        finally:
+            # Unblock both threads whatever happened (a stopped worker drains its queue, so the
+            # put succeeds); they are daemons, so a stuck disk cannot hang the caller. A writer
+            # told to stop still finishes (or abandons, removing its temporary file) the frame
+            # in hand.
+            reader.stop.set()
+            for q in (read_in, write_in):
+                with contextlib.suppress(queue.Full):
+                    q.put(None, timeout=5)
+            bar.close(len(written))
+            reader.join(timeout=5)
+            writer.join(timeout=60)
+    if stop.received and len(written) < total:
+        raise _interrupted(stop.received, s, jobs, written)
     seconds = time.perf_counter() - t_start
     render_seconds = time.perf_counter() - bar.t0
     summary = {

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ccat_tf.atomic import atomic_path
+from ccat_tf.atomic import atomic_path, hdf5_writer
 from ccat_tf.errors import ModelFileError
 
 CURRENT = "progress.ost"
@@ -47,13 +47,15 @@ class Progress:
 
 
 def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path:
-    """Write ``progress.ost`` atomically, keeping the previous one as ``progress.prev.ost``."""
-    import h5py
+    """Write ``progress.ost`` atomically, keeping the previous one as ``progress.prev.ost``.
 
+    A full disk is the one-line DataDirectoryError of :func:`atomic_path` (HDF5 never sees the
+    failed write, see :func:`hdf5_writer`); the previous files are left as they were.
+    """
     folder = Path(data_directory)
     target = folder / CURRENT
     with atomic_path(target) as tmp:
-        with h5py.File(tmp, "w") as h5:
+        with hdf5_writer(tmp) as h5:
             meta = {
                 "format": FORMAT,
                 "step": progress.step,

@@ -12,12 +12,14 @@ last progress file; for a step logged twice the value written last wins.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ccat_tf.atomic import TEMP_MARK, atomic_path
+from ccat_tf.atomic import TEMP_MARK, atomic_path, error_from_text
 from ccat_tf.errors import DataDirectoryError
 
 COLUMNS = ["run", "step", "wall_time", "loss", "val_psnr", "stage_scale", "steps_per_second"]
@@ -71,6 +73,58 @@ def scalar(tag: str, value: float, step: int) -> None:
     metadata = summary_pb2.SummaryMetadata()
     metadata.plugin_data.plugin_name = "scalars"
     tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
+
+
+@contextlib.contextmanager
+def _disk_errors(folder: Path) -> Iterator[None]:
+    """TensorFlow's event writer (C++) reports a full disk or a read-only folder as an OpError
+    ("<file>; No space left on device"): make it the one-line DataDirectoryError naming the file."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as err:
+        text = str(err.message)
+        start = text.find(str(folder))
+        end = text.find(SUFFIX, start) if start >= 0 else -1
+        named = text[start : end + len(SUFFIX)] if end > start else folder
+        failure = error_from_text(named, text)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def open_writer(folder: str | os.PathLike):
+    """The ``tf.summary`` writer of one run's folder (``<data_directory>/<run>``)."""
+    import tensorflow as tf
+
+    folder = Path(folder)
+    with _disk_errors(folder):
+        return tf.summary.create_file_writer(str(folder), filename_suffix=SUFFIX)
+
+
+def write_scalars(writer, folder: str | os.PathLike, step: int, values: Mapping[str, float]):
+    """Log ``values`` at ``step`` with :func:`scalar`; disk errors are one-line errors."""
+    with _disk_errors(Path(folder)), writer.as_default(step=step):
+        for tag, value in values.items():
+            scalar(tag, value, step)
+
+
+def flush_writer(writer, folder: str | os.PathLike) -> None:
+    """Write the queued events to disk; disk errors are one-line errors."""
+    with _disk_errors(Path(folder)):
+        writer.flush()
+
+
+def close_writer_quietly(writer) -> None:
+    """Close ``writer`` on the way out of a run that already has its outcome (finished,
+    stopped, or failed with its own error): a last failed flush must not replace that."""
+    import tensorflow as tf
+
+    with contextlib.suppress(tf.errors.OpError):
+        writer.flush()
+    with contextlib.suppress(tf.errors.OpError):
+        writer.close()
 
 
 def _tensor_scalar(tensor, tf) -> float | None:

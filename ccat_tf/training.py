@@ -27,6 +27,7 @@ from typing import Any
 
 from ccat_tf import runs as runtable
 from ccat_tf import state as ost
+from ccat_tf import summary as summaries
 from ccat_tf.atomic import DirectoryLock, remove_stale_temps
 from ccat_tf.dataset import (
     STAGE_SCALES,
@@ -393,9 +394,7 @@ def _train_locked(
         )
     if info.preview and info.preview_frames:
         ctx.preview_frames = _load_previews(info)
-    ctx.writer = tf.summary.create_file_writer(
-        str(data_dir / run["name"]), filename_suffix=".summary"
-    )
+    ctx.writer = summaries.open_writer(ctx.summary_folder)
     cbs, stopper = standard_callbacks(ctx, progress_bar=progress_bar)
     cbs.extend(user_callbacks)
 
@@ -470,8 +469,7 @@ def _train_locked(
         raise
     finally:
         if ctx.writer is not None:
-            ctx.writer.flush()
-            ctx.writer.close()
+            summaries.close_writer_quietly(ctx.writer)
         cache.close()
         try:
             runtable.update_run(
