@@ -1,8 +1,11 @@
-"""Training and inference settings: CopyCat's knobs in snake_case, their defaults and checks.
+"""Training, inference and pretraining settings: CopyCat's knobs in snake_case, described once.
 
-The dataclasses here are the single Python description of every setting. The workflow's
-``workflow/schemas/config.schema.yaml`` mirrors them (a test keeps the two in step), and the CLI
-builds one flag per field.
+Each field is declared with :func:`setting`: its default, help text, CopyCat control, allowed
+words and numeric range sit beside it, and everything else is made from that: the CLI's flags and
+``--help`` (``commands/_settings_args.py``), the README's settings tables
+(``scripts/settings_table.py``, checked by tests/test_readme.py), the checks here, and the
+workflow schema's defaults, descriptions, enums and bounds (checked by
+tests/test_config_schema.py).
 """
 
 from __future__ import annotations
@@ -43,34 +46,43 @@ class Range:
         return f"{'>' if self.above else ''}{self.low}..{self.high}"
 
     def contains(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
         if not math.isfinite(value) or value > self.high:
             return False
         return value > self.low if self.above else value >= self.low
 
 
-#: The range of every numeric setting (training, inference). One place: checks, --help, the
-#: README tables and tests/test_config_schema.py (against the schema) all read this table.
-#: Upper bounds are far past any real use and keep numbers in what TensorFlow and NumPy take
-#: (a seed is a uint32; a step count stays well inside int64).
-RANGES: dict[str, Range] = {
-    "epochs": Range(1, 1_000_000),
-    "batch_size": Range(1, 1024),
-    "crop_size": Range(16, 4096),
-    "checkpoint_interval": Range(1, 1_000_000_000),
-    "contact_sheet_interval": Range(1, 1_000_000_000),
-    "learning_rate": Range(0, 1, integer=False, above=True),
-    "seed": Range(0, 2**32 - 1),
-    "tile_size": Range(16, 65536),
-    "tile_overlap": Range(0, 4096),
-    "batch_tiles": Range(1, 256),
-}
-#: Pretraining's own numbers (``ccat-tf pretrain``); its crop, batch, rate and seed use RANGES.
-PRETRAIN_RANGES: dict[str, Range] = {
-    "steps": Range(1, 10_000_000),
-    "threads": Range(0, 1024),
-}
 #: Settings that also take the word ``auto`` instead of a number.
 AUTO_NUMBERS = ("batch_size", "tile_size", "tile_overlap")
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",  # noqa: A002 - the word argparse uses
+    *,
+    knob: str = "-",
+    choices: tuple[str, ...] | None = None,
+    range: Range | None = None,  # noqa: A002
+    factory: Any = None,
+):
+    """A settings field and everything said about it, in one place: its default, help text,
+    CopyCat control (``knob``), allowed words (``choices``) and numeric ``range``. The CLI's
+    flags and ``--help``, the README tables (scripts/settings_table.py), the checks below and
+    the workflow schema (tests/test_config_schema.py compares it) all read this."""
+    meta = {"help": help, "knob": knob, "choices": choices, "range": range}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def describe(cls) -> dict[str, dict[str, Any]]:
+    """``{name: {default, help, knob, choices, range}}`` for every field of a settings class."""
+    out = {}
+    for f in fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out[f.name] = {"default": default, **f.metadata}
+    return out
 
 
 def check_range(name: str, value: Any, given: Any = None) -> None:
@@ -86,46 +98,138 @@ def check_range(name: str, value: Any, given: Any = None) -> None:
         raise SettingsError(f"{name} is {shown}; use {auto}{limits.describe()}")
 
 
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"{name} '{value}' is unknown; use one of {', '.join(choices)}")
+
+
+_FRAMES_HELP = "data set frames: 1001-1100, 1001,1010 or 1001-1100x10"
+
+
 @dataclass
 class TrainSettings:
     """Everything CopyCat's node asks for, plus the few things a script needs to be reproducible."""
 
     # --- data set (CopyCat's Input / Ground Truth / Preview inputs) ---
-    input: str = ""  #: input sequence pattern, e.g. ``plates/shot.####.exr``
-    ground_truth: str = ""  #: ground-truth sequence pattern
-    frames: str = ""  #: data set frames, e.g. ``1001-1100x10`` or ``1001,1010``
-    input_channels: Any = "rgb"  #: ``rgb``, ``rgba``, ``alpha`` or a list of channel names
-    output_channels: Any = "rgb"  #: channels the network learns to produce (from the ground truth)
-    preview: str = ""  #: optional preview sequence pattern (frames outside the data set)
-    preview_frames: str = ""  #: frames of the preview sequence to render at each checkpoint
-    validation_frames: str = ""  #: pairs held out of training whose PSNR is recorded
-    # --- CopyCat tab ---
-    data_directory: str = ""
-    epochs: int = 10000
-    use_gpu_if_available: bool = True
-    # --- Advanced ---
-    initial_weights: str = "none"
-    checkpoint_file: str = ""
-    model_size: str = "medium"
-    batch_size: Any = "auto"  #: ``auto`` or a number <= the number of pairs
-    crop_size: int = 256
-    checkpoint_interval: int = 1000
-    contact_sheet_interval: int = 100
-    use_multi_resolution_training: bool = True
-    # --- beyond CopyCat: reproducibility and plumbing ---
-    learning_rate: float = 1e-3
-    augment: bool = True  #: random flips and 90-degree rotations of the crops
-    seed: int = 0
-    deterministic: bool = False  #: tf op determinism: bit-exact resume on CPU, slower on GPU
-    cache: str = (
-        "auto"  #: frame cache: ``memory``, ``hdf5`` (file beside the Data Directory), ``auto``
+    input: str = setting("", "input sequence, e.g. plate.####.exr", knob="Input (input 0)")
+    ground_truth: str = setting(
+        "", "ground-truth sequence (the painted fix)", knob="Ground Truth (input 1)"
     )
-    cache_file: str = ""  #: a prebuilt HDF5 cache (``ccat-tf cache``) to read frames from
-    run_name: str = ""  #: name of this run in the run table (default run1, run2, ...)
-    # --- Python tab (``module:function`` strings) ---
-    on_training_start: list = field(default_factory=list)
-    on_checkpoint: list = field(default_factory=list)
-    on_training_end: list = field(default_factory=list)
+    frames: str = setting("", _FRAMES_HELP, knob="the frames connected to the Input/Ground Truth")
+    input_channels: Any = setting(
+        "rgb",
+        "rgb, rgba, alpha or comma-separated channel names",
+        knob="Channels (`trainingInfo`, read-only)",
+    )
+    output_channels: Any = setting(
+        "rgb",
+        "channels to learn from the ground truth: rgb, rgba, alpha or names",
+        knob="Channels (`trainingInfo`, read-only)",
+    )
+    preview: str = setting(
+        "", "optional preview sequence (frames outside the data set)", knob="Preview (input 2)"
+    )
+    preview_frames: str = setting(
+        "", "preview frames rendered at each checkpoint", knob="the frames of the Preview input"
+    )
+    validation_frames: str = setting("", "held-out pairs whose PSNR is recorded at each checkpoint")
+    # --- CopyCat tab ---
+    data_directory: str = setting(
+        "",
+        "folder for .cat, .ost, .summary and .png files (required)",
+        knob="Data Directory (`dataDirectory`)",
+    )
+    epochs: int = setting(
+        10000,
+        "passes over the data set; Total Steps = ceil(epochs x pairs / batch_size)",
+        knob="Epochs (`epochs`)",
+        range=Range(1, 1_000_000),
+    )
+    use_gpu_if_available: bool = setting(
+        True,
+        "train on GPUs when present (the workflow's inference follows it too)",
+        knob="Use GPU if available (`useGPUIfAvailable`)",
+    )
+    # --- Advanced ---
+    initial_weights: str = setting(
+        "none",
+        "none, checkpoint, deblur, upscale or human_matting",
+        knob="Initial Weights (`initialWeights`)",
+        choices=INITIAL_WEIGHTS,
+    )
+    checkpoint_file: str = setting(
+        "",
+        ".cat whose weights start training when initial_weights is checkpoint",
+        knob="Checkpoint File (`checkpointFile`)",
+    )
+    model_size: str = setting(
+        "medium", "small, medium or large", knob="Model Size (`modelSize`)", choices=MODEL_SIZES
+    )
+    batch_size: Any = setting(
+        "auto",
+        "auto (from free GPU memory or RAM) or a number <= pairs",
+        knob="Batch Size (`batchSizeType`, `batchSize`)",
+        range=Range(1, 1024),
+    )
+    crop_size: int = setting(
+        256, "size of the random square crops", knob="Crop Size (`cropSize`)", range=Range(16, 4096)
+    )
+    checkpoint_interval: int = setting(
+        1000,
+        "steps between .cat checkpoints (and previews, validation PSNR)",
+        knob="Checkpoint Interval (`checkpointInterval`)",
+        range=Range(1, 1_000_000_000),
+    )
+    contact_sheet_interval: int = setting(
+        100,
+        "steps between contact sheet .png files",
+        knob="Contact Sheet Interval (`imageInterval`)",
+        range=Range(1, 1_000_000_000),
+    )
+    use_multi_resolution_training: bool = setting(
+        True,
+        "train at 1/4, then 1/2, then full resolution",
+        knob="Use Multi-Resolution Training (`useMultiResolutionTraining`)",
+    )
+    # --- beyond CopyCat: reproducibility and plumbing ---
+    learning_rate: float = setting(
+        1e-3, "Adam learning rate", range=Range(0, 1, integer=False, above=True)
+    )
+    augment: bool = setting(True, "random flips and 90-degree rotations of the crops")
+    seed: int = setting(
+        0, "seed of the crop and weight-initialisation random numbers", range=Range(0, 2**32 - 1)
+    )
+    deterministic: bool = setting(
+        False, "TensorFlow op determinism: bit-exact resume on CPU (slower on GPU)"
+    )
+    cache: str = setting(
+        "auto",
+        "frame cache: auto, memory or hdf5 (the workflow always trains from the HDF5 cache its "
+        "cache rule builds)",
+        choices=CACHE_MODES,
+    )
+    cache_file: str = setting("", "prebuilt HDF5 frame cache from ccat-tf cache")
+    run_name: str = setting(
+        "",
+        "name of this run in the run table (default run1, run2, ...)",
+        knob="Runs table Name (`runTable`)",
+    )
+    # --- Python tab (``module:function`` strings or callables) ---
+    on_training_start: list = setting(
+        help="hook called when training starts",
+        knob="Python tab: before render (`beforeRender`)",
+        factory=list,
+    )
+    on_checkpoint: list = setting(
+        help="hook called after each checkpoint",
+        knob="Python tab: after each frame (`afterFrameRender`), here per checkpoint",
+        factory=list,
+    )
+    on_training_end: list = setting(
+        help="hook called when training ends",
+        knob="Python tab: after render (`afterRender`)",
+        factory=list,
+    )
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any] | None = None, **overrides) -> TrainSettings:
@@ -136,16 +240,7 @@ class TrainSettings:
 
     def check(self) -> TrainSettings:
         """Check values that do not depend on the frames; raise SettingsError naming the key."""
-        _check_ranges(self)
-        if self.model_size not in MODEL_SIZES:
-            raise SettingsError(
-                f"model_size '{self.model_size}' is unknown; use one of {', '.join(MODEL_SIZES)}"
-            )
-        if self.initial_weights not in INITIAL_WEIGHTS:
-            raise SettingsError(
-                f"initial_weights '{self.initial_weights}' is unknown; use one of "
-                f"{', '.join(INITIAL_WEIGHTS)}"
-            )
+        _check_fields(self)
         if self.initial_weights == "checkpoint" and not self.checkpoint_file:
             raise SettingsError(
                 "initial_weights is 'checkpoint' but checkpoint_file is empty; set checkpoint_file "
@@ -156,10 +251,6 @@ class TrainSettings:
         ):
             raise SettingsError(
                 f"batch_size is {self.batch_size!r}; use 'auto' or {RANGES['batch_size'].describe()}"
-            )
-        if self.cache not in CACHE_MODES:
-            raise SettingsError(
-                f"cache '{self.cache}' is unknown; use one of {', '.join(CACHE_MODES)}"
             )
         if self.run_name:
             from ccat_tf.runs import check_run_name  # the run table's naming rule, in one place
@@ -172,27 +263,84 @@ class TrainSettings:
 class InferSettings:
     """The Inference node's controls, plus output and tiling choices."""
 
-    model_file: str = ""
-    input: str = ""
-    frames: str = ""
-    output: str = ""
-    use_gpu_if_available: bool = True
-    optimize_for_speed_and_memory: bool = False  #: float16 compute (mixed precision)
-    tile_size: Any = "auto"  #: ``auto`` (from free memory) or a size in pixels
-    #: ``auto`` (from the network's receptive field: tiled equals untiled) or pixels
-    tile_overlap: Any = "auto"
-    batch_tiles: int = 4  #: tiles run through the model together
-    output_data_type: str = (
-        "auto"  #: ``half``/``float`` (EXR, TIFF), ``uint8``/``uint16``, ``uint10`` (DPX)
+    model_file: str = setting(
+        "", "the .cat to apply (or give it as the first argument)", knob="Model File (`modelFile`)"
     )
-    merge_input: bool = False  #: write input RGB + predicted alpha as RGBA
-    overwrite: bool = True  #: replace existing output frames (never the input sequence)
+    input: str = setting(
+        "",
+        "input sequence, e.g. plate.####.exr (any format OpenImageIO reads)",
+        knob="Input (input 0)",
+    )
+    frames: str = setting(
+        "",
+        "frames to render: 1001-1100, 1001,1010 or 1001-1100x10 (default: all found)",
+        knob="the frames connected to the Input",
+    )
+    output: str = setting(
+        "", "output sequence; the extension picks the format: .exr .dpx .tif .png .jpg"
+    )
+    use_gpu_if_available: bool = setting(
+        True,
+        "run on GPU 0 when there is one (otherwise the CPU, with a notice)",
+        knob="Use GPU if available (`useGPUIfAvailable`)",
+    )
+    optimize_for_speed_and_memory: bool = setting(
+        False,
+        "float16 compute (mixed precision, float32 output layer): faster and about half the "
+        "memory on GPUs. Without a GPU it is still honoured, with a notice: float16 is emulated "
+        "on CPUs, so it saves a quarter to a third of the memory (larger tiles) but runs "
+        "1.4-1.9x slower, and results differ from float32 by about 1e-3",
+        knob="Optimize for Speed and Memory (`optimizeForSpeedAndMemory`)",
+    )
+    tile_size: Any = setting(
+        "auto",
+        "tile edge in pixels, or auto: the largest that fits free memory (whole frames when "
+        "they fit)",
+        range=Range(16, 65536),
+    )
+    tile_overlap: Any = setting(
+        "auto",
+        "pixels shared by neighbouring tiles, or auto: from the network's receptive field, so "
+        "tiled output equals untiled output",
+        range=Range(0, 4096),
+    )
+    batch_tiles: int = setting(4, "tiles run through the network together", range=Range(1, 256))
+    output_data_type: str = setting(
+        "auto",
+        "auto (EXR half; other formats keep the input's bit depth, the deepest of a mixed "
+        "sequence), half, float, uint8, uint10 (DPX), uint16",
+        choices=OUTPUT_DATA_TYPES,
+    )
+    merge_input: bool = setting(False, "write the input RGB with the predicted matte as RGBA")
+    overwrite: bool = setting(
+        True, "replace existing output frames (the input sequence is never overwritten)"
+    )
     # --- Python tab ---
-    before_render: list = field(default_factory=list)
-    before_frame_render: list = field(default_factory=list)
-    after_frame_render: list = field(default_factory=list)
-    after_render: list = field(default_factory=list)
-    render_progress: list = field(default_factory=list)
+    before_render: list = setting(
+        help="hook called once before the first frame",
+        knob="Python tab: before render (`beforeRender`)",
+        factory=list,
+    )
+    before_frame_render: list = setting(
+        help="hook called before each frame (frame, index, total, path, ...)",
+        knob="Python tab: before each frame (`beforeFrameRender`)",
+        factory=list,
+    )
+    after_frame_render: list = setting(
+        help="hook called once each frame is written",
+        knob="Python tab: after each frame (`afterFrameRender`)",
+        factory=list,
+    )
+    after_render: list = setting(
+        help="hook called after the last frame",
+        knob="Python tab: after render (`afterRender`)",
+        factory=list,
+    )
+    render_progress: list = setting(
+        help="hook called with progress (done, total, fps, eta_seconds, ...)",
+        knob="Python tab: render progress (`renderProgress`)",
+        factory=list,
+    )
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any] | None = None, **overrides) -> InferSettings:
@@ -200,6 +348,67 @@ class InferSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+PRETRAIN_TASKS = ("deblur", "upscale", "human_matting")
+WEIGHTS_DTYPES = ("float16", "float32")
+
+
+@dataclass
+class PretrainSettings:
+    """One initial-weights file (``ccat-tf pretrain``, the workflow's ``pretrained`` target)."""
+
+    task: str = setting("deblur", "what the weights learn", choices=PRETRAIN_TASKS)
+    model_size: str = setting("small", "network size preset", choices=MODEL_SIZES)
+    output: str = setting("", "the .cat to write (required)")
+    corpus: str = setting("", "folder of clean images (pairs are generated on the fly)")
+    pairs: str = setting(
+        "", "a studio corpus instead: DIR/input/<name> and DIR/ground_truth/<name>"
+    )
+    data_dir: str = setting("", "tensorflow-datasets cache folder (required)")
+    steps: int = setting(2000, "training steps", range=Range(1, 10_000_000))
+    crop_size: int = setting(96, "size of the square training crops", range=Range(16, 4096))
+    batch_size: int = setting(8, "crops per step", range=Range(1, 1024))
+    learning_rate: float = setting(
+        2e-3, "Adam learning rate", range=Range(0, 1, integer=False, above=True)
+    )
+    seed: int = setting(0, "seed of the crops, degradations and weights", range=Range(0, 2**32 - 1))
+    weights_dtype: str = setting(
+        "float16", "precision the weights are stored in", choices=WEIGHTS_DTYPES
+    )
+    threads: int = setting(0, "TensorFlow threads (0: all)", range=Range(0, 1024))
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None = None, **overrides) -> PretrainSettings:
+        return _from_mapping(cls, mapping, overrides).check()
+
+    def check(self) -> PretrainSettings:
+        _check_fields(self)
+        if not self.corpus and not self.pairs:
+            raise SettingsError(
+                "give corpus (a folder of clean images) or pairs (input/ground_truth folders)"
+            )
+        if self.corpus and self.pairs:
+            raise SettingsError("give corpus or pairs, not both")
+        for name in ("output", "data_dir"):
+            if not getattr(self, name):
+                raise SettingsError(f"{name} is not set; give it")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _ranges(*classes) -> dict[str, Range]:
+    return {f.name: f.metadata["range"] for c in classes for f in fields(c) if f.metadata["range"]}
+
+
+#: The range of every numeric training and inference setting (the workflow schema's
+#: minimum/maximum mirror it, tests/test_config_schema.py checks). Upper bounds are far past any
+#: real use and keep numbers in what TensorFlow and NumPy take (a seed is a uint32).
+RANGES: dict[str, Range] = _ranges(TrainSettings, InferSettings)
+#: Pretraining's numbers (its crop, batch, rate and seed have the training ranges).
+PRETRAIN_RANGES: dict[str, Range] = _ranges(PretrainSettings)
 
 
 HOOK_FIELDS = {
@@ -314,9 +523,14 @@ def _as_int(name: str, value: Any) -> int:
     raise SettingsError(f"{name} is {value!r}; use a whole number")
 
 
-def _check_ranges(obj) -> None:
+def _check_fields(obj) -> None:
+    """Every field within its range and choices (as :func:`setting` declared them)."""
     for f in fields(obj):
-        check_range(f.name, getattr(obj, f.name))
+        value = getattr(obj, f.name)
+        if f.metadata.get("range"):
+            check_range(f.name, value)
+        if f.metadata.get("choices"):
+            check_choice(f.name, value, f.metadata["choices"])
 
 
 def load_settings_file(path: str | Path) -> dict[str, Any]:

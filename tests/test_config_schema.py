@@ -234,3 +234,18 @@ def _numeric_schema_or_none(prop: dict):
         return _numeric_schema(prop)
     except AssertionError:
         return None
+
+
+def test_descriptions_and_choices_are_the_settings_own():
+    """Each setting is described once (ccat_tf.settings): the schema's description is its help
+    text and an enum its choices."""
+    from ccat_tf.settings import describe
+
+    props = load_schema()["properties"]["defaults"]["properties"]
+    said = {**describe(InferSettings), **describe(TrainSettings)}
+    for key, prop in props.items():
+        if key in WORKFLOW_ONLY_KEYS:
+            continue
+        assert prop["description"] == said[key]["help"], key
+        if said[key]["choices"]:
+            assert prop["enum"] == list(said[key]["choices"]), key

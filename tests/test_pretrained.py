@@ -152,6 +152,7 @@ def test_tfds_builders_build_on_a_tiny_folder(tmp_path):
 
 def test_pretrain_on_a_studio_corpus_writes_a_loadable_cat(tmp_path):
     from ccat_tf.pretrain.train import pretrain
+    from ccat_tf.settings import PretrainSettings
 
     rng = np.random.default_rng(2)
     pairs = tmp_path / "studio"
@@ -161,16 +162,17 @@ def test_pretrain_on_a_studio_corpus_writes_a_loadable_cat(tmp_path):
         x = smooth_noise(rng, 48, 48)
         write_png(pairs / "input" / f"f{f}.png", x)
         write_png(pairs / "ground_truth" / f"f{f}.png", x[:, ::-1])
-    path = pretrain(
-        "deblur",
-        "small",
-        output=tmp_path / "w.cat",
-        data_dir=tmp_path / "tfds",
-        pairs=pairs,
+    settings = PretrainSettings(
+        task="deblur",
+        model_size="small",
+        output=str(tmp_path / "w.cat"),
+        data_dir=str(tmp_path / "tfds"),
+        pairs=str(pairs),
         steps=3,
         crop_size=32,
         batch_size=2,
     )
+    path = pretrain(settings)
     net, meta = catfile.load_cat(path)
     assert meta["pretrained"]["corpus"] == "pairs" and meta["step"] == 3
     assert meta["output_channels"] == ["R", "G", "B"]

@@ -11,11 +11,11 @@ import dataclasses
 
 from ccat_tf import safe_load
 from ccat_tf.errors import SettingsError
-from ccat_tf.settings import RANGES, load_settings_file
+from ccat_tf.settings import load_settings_file
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), helps=None) -> None:
-    helps = helps or {}
+def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=()) -> None:
+    """One flag per field of the settings class ``cls``, its help from the field's metadata."""
     parser.add_argument(
         "--settings", metavar="FILE", help="YAML or JSON file of settings (keys as below, with _)"
     )
@@ -28,7 +28,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), hel
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
-        text = helps.get(f.name, "")
+        text = f.metadata.get("help", "")
         if isinstance(default, bool):
             group.add_argument(
                 flag,
@@ -48,7 +48,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), hel
             )
         else:
             shown = default if default != "" else "unset"
-            limits = f"; range {RANGES[f.name].short()}" if f.name in RANGES else ""
+            limits = f"; range {f.metadata['range'].short()}" if f.metadata.get("range") else ""
             group.add_argument(
                 flag,
                 dest=f.name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ccat_tf.commands._settings_args import add_settings_arguments, settings_from_args
-from ccat_tf.commands.train import HELPS
 from ccat_tf.settings import TrainSettings
 
 HELP = "decode a data set once into an HDF5 frame cache for training"
@@ -13,7 +12,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--output", required=True, metavar="CACHE.h5", help="the HDF5 file to write"
     )
-    add_settings_arguments(parser, TrainSettings, helps=HELPS)
+    add_settings_arguments(parser, TrainSettings)
 
 
 def run(args) -> int:

@@ -6,7 +6,6 @@ import json
 import sys
 
 from ccat_tf.commands._settings_args import add_settings_arguments, settings_from_args
-from ccat_tf.commands.train import HELPS
 from ccat_tf.settings import TrainSettings
 
 HELP = "check a data set and write a JSON report (nothing else is written)"
@@ -16,7 +15,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--report", metavar="FILE.json", help="write the report here (default: print it)"
     )
-    add_settings_arguments(parser, TrainSettings, helps=HELPS)
+    add_settings_arguments(parser, TrainSettings)
 
 
 def run(args) -> int:

@@ -1,4 +1,4 @@
-"""``pretrain(...)``: make one shipped initial-weights file.
+"""``pretrain(settings)``: make one shipped initial-weights file.
 
 Builds the same network as ``ccat_tf.train`` (``models.build_model`` with the same residual rule),
 trains it with the same ``train_step`` (mean absolute error, Adam) on pairs generated on the fly
@@ -16,11 +16,14 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ccat_tf.pretrain.degrade import TASKS
+from ccat_tf.settings import PretrainSettings
 
 
 def _say(message: str) -> None:
@@ -116,163 +119,189 @@ def psnr(pred, target) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def pretrain(
-    task: str,
-    model_size: str,
-    *,
-    output: str | Path,
-    data_dir: str | Path,
-    corpus: str | Path | None = None,
-    pairs: str | Path | None = None,
-    steps: int = 2000,
-    crop_size: int = 96,
-    batch_size: int = 8,
-    learning_rate: float = 2e-3,
-    seed: int = 0,
-    weights_dtype: str = "float16",
-    threads: int = 0,
-    log_every: int = 100,
-    loss: str | None = None,
-) -> Path:
-    """Train ``task``'s network of ``model_size`` for ``steps`` steps and save it at ``output``.
+@dataclass
+class _Corpus:
+    """What a pretraining trains on: batches, a fixed validation batch, and where they came from."""
 
-    ``corpus``: folder of clean images (pairs are generated); ``pairs``: folder with ``input/``
-    and ``ground_truth/`` (used as they are). ``data_dir`` caches the tensorflow-datasets build.
-    ``loss``: ``mae`` (training's loss; default for deblur and upscale) or ``mse`` (default for
-    human_matting, see :func:`_make_pretrainer`).
+    train: Any  #: tf.data of (input, target) batches
+    val_x: np.ndarray
+    val_y: np.ndarray
+    names: list[str]
+    source: str
+    tfds: str  #: builder/config/version of the tensorflow-datasets build
+
+
+def pretrain(settings: PretrainSettings, *, log_every: int = 100, loss: str | None = None) -> Path:
+    """Train ``settings.task``'s network of ``settings.model_size`` and save it at
+    ``settings.output``: load the corpus, fit, write the .cat. ``loss``: ``mae`` (training's
+    loss; default for deblur and upscale) or ``mse`` (default for human_matting, see
+    :func:`_make_pretrainer`).
     """
-    import keras
     import tensorflow as tf
 
-    from ccat_tf import catfile
-    from ccat_tf.models import build_model, divisor
-    from ccat_tf.pretrain import builders
-    from ccat_tf.settings import TrainSettings
-
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is unknown; use one of {', '.join(TASKS)}")
-    if (corpus is None) == (pairs is None):
-        raise ValueError("give exactly one of corpus (clean images) or pairs (input/ground_truth)")
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    out_names, _, _ = TASKS[task]
-    gt_channels = "alpha" if out_names == ["A"] else "rgb"
+    s = settings.check()
+    if s.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(s.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(s.threads)
     t0 = time.time()
-    if corpus is not None:
-        ds, builder = builders.load_images(corpus, data_dir)
+    corpus = _load_corpus(s)
+    _say(
+        f"{s.task} {s.model_size}: {len(corpus.names)} images from {corpus.source} "
+        f"(tfds {corpus.tfds}), {s.steps} steps of {s.batch_size} x {s.crop_size}px crops"
+    )
+    loss = loss or ("mse" if s.task == "human_matting" else "mae")
+    net, losses, train_seconds = _fit(s, corpus, loss, log_every)
+    residual = TASKS[s.task][0] != ["A"]
+    pred = np.asarray(net(corpus.val_x, training=False))
+    val_psnr = psnr(pred, corpus.val_y)
+    zero = corpus.val_x if residual else np.zeros_like(corpus.val_y)
+    baseline = psnr(zero, corpus.val_y)
+    _say(f"validation PSNR {val_psnr:.2f} dB (input as output / zero alpha: {baseline:.2f} dB)")
+    trained = {"loss": loss, "train_seconds": round(train_seconds, 1), "val_psnr": val_psnr}
+    meta = _metadata(s, corpus, losses, {**trained, "baseline": baseline})
+    from ccat_tf import catfile
+
+    path = catfile.save_cat(s.output, net, meta, weights_dtype=s.weights_dtype)
+    _say(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
+    return Path(path)
+
+
+def _load_corpus(s: PretrainSettings) -> _Corpus:
+    """Clean images with degradations made on the fly, or a studio's (input, truth) pairs."""
+    from ccat_tf.pretrain import builders
+
+    if s.corpus:
+        ds, builder = builders.load_images(s.corpus, s.data_dir)
         examples = list(ds.as_numpy_iterator())
         images, sizes = _stack([e["image"] for e in examples])
-        names = [e["name"].decode() for e in examples]
-        train_ds = pair_dataset(task, images, sizes, crop_size, batch_size, seed)
-        val_ds = pair_dataset(task, images, sizes, crop_size, 32, seed + 7919, count=32)
-        source = str(corpus)
+        train = pair_dataset(s.task, images, sizes, s.crop_size, s.batch_size, s.seed)
+        val = pair_dataset(s.task, images, sizes, s.crop_size, 32, s.seed + 7919, count=32)
     else:
-        ds, builder = builders.load_pairs(pairs, data_dir, gt_channels)
+        gt_channels = "alpha" if TASKS[s.task][0] == ["A"] else "rgb"
+        ds, builder = builders.load_pairs(s.pairs, s.data_dir, gt_channels)
         examples = list(ds.as_numpy_iterator())
         ins = [e["input"] for e in examples]
         gts = [e["ground_truth"] for e in examples]
-        names = [e["name"].decode() for e in examples]
-        train_ds = paired_dataset(ins, gts, crop_size, batch_size, seed)
-        val_ds = paired_dataset(
-            ins, gts, crop_size, min(32, len(ins)), seed + 7919, count=min(32, len(ins))
-        )
-        source = str(pairs)
-    _say(
-        f"{task} {model_size}: {len(names)} images from {source} "
-        f"(tfds {builder.name}/{builder.builder_config.name}/{builder.version}), "
-        f"{steps} steps of {batch_size} x {crop_size}px crops"
+        train = paired_dataset(ins, gts, s.crop_size, s.batch_size, s.seed)
+        n_val = min(32, len(ins))
+        val = paired_dataset(ins, gts, s.crop_size, n_val, s.seed + 7919, count=n_val)
+    val_x, val_y = next(iter(val))
+    return _Corpus(
+        train=train,
+        val_x=val_x.numpy(),
+        val_y=val_y.numpy(),
+        names=[e["name"].decode() for e in examples],
+        source=str(s.corpus or s.pairs),
+        tfds=f"{builder.name}/{builder.builder_config.name}/{builder.version}",
     )
-    val_x, val_y = next(iter(val_ds))
-    val_x, val_y = val_x.numpy(), val_y.numpy()
 
-    keras.utils.set_random_seed(seed)
-    residual = out_names != ["A"]
-    net = build_model(3, len(out_names), model_size, residual=residual)
-    loss = loss or ("mse" if task == "human_matting" else "mae")
-    trainer = _make_pretrainer(net, loss)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), jit_compile=False)
 
-    losses: list[float] = []
+def _loss_logger(steps: int, every: int):
+    """A Keras callback that keeps every step's loss and logs their mean every ``every`` steps
+    (Keras is imported here, not at module import, so the CLI starts fast)."""
+    import keras
 
-    class Log(keras.callbacks.Callback):
+    class LossLogger(keras.callbacks.Callback):
+        def __init__(self, steps: int, every: int):
+            super().__init__()
+            self.steps, self.every = steps, every
+            self.losses: list[float] = []
+            self.start = time.time()
+
         def on_train_batch_end(self, batch, logs=None):
-            losses.append(float(logs["loss"]))
-            if (batch + 1) % log_every == 0 or batch + 1 == steps:
-                rate = (batch + 1) / (time.time() - t_fit)
-                _say(
-                    f"step {batch + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f} ({rate:.1f} steps/s)"
-                )
+            self.losses.append(float(logs["loss"]))
+            done = batch + 1
+            if done % self.every == 0 or done == self.steps:
+                rate = done / (time.time() - self.start)
+                mean = np.mean(self.losses[-self.every :])
+                _say(f"step {done}/{self.steps} loss {mean:.4f} ({rate:.1f} steps/s)")
 
-    t_fit = time.time()
+    return LossLogger(steps, every)
+
+
+def _fit(s: PretrainSettings, corpus: _Corpus, loss: str, log_every: int):
+    """The network trained for ``s.steps`` (cosine-decayed Adam); its losses and seconds."""
+    import keras
+
+    from ccat_tf.models import build_model
+
+    out_names = TASKS[s.task][0]
+    keras.utils.set_random_seed(s.seed)
+    net = build_model(3, len(out_names), s.model_size, residual=out_names != ["A"])
+    trainer = _make_pretrainer(net, loss)
+    schedule = keras.optimizers.schedules.CosineDecay(s.learning_rate, s.steps, alpha=0.05)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), jit_compile=False)
+    log = _loss_logger(s.steps, log_every)
     trainer.fit(
-        train_ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Log()], shuffle=False
+        corpus.train, epochs=1, steps_per_epoch=s.steps, verbose=0, callbacks=[log], shuffle=False
     )
-    train_seconds = time.time() - t_fit
-    pred = np.asarray(net(val_x, training=False))
-    val_psnr = psnr(pred, val_y)
-    baseline = psnr(val_x, val_y) if residual else psnr(np.zeros_like(val_y), val_y)
-    _say(f"validation PSNR {val_psnr:.2f} dB (input as output / zero alpha: {baseline:.2f} dB)")
+    return net, log.losses, time.time() - log.start
 
-    settings = TrainSettings(
-        model_size=model_size,
+
+def _metadata(s: PretrainSettings, corpus: _Corpus, losses: list[float], trained: dict) -> dict:
+    """The .cat metadata: a training checkpoint's keys plus a ``pretrained`` block."""
+    from ccat_tf.models import divisor
+    from ccat_tf.settings import TrainSettings
+
+    out_names = TASKS[s.task][0]
+    gt_channels = "alpha" if out_names == ["A"] else "rgb"
+    run_name = f"pretrain_{s.task}_{s.model_size}"
+    as_training = TrainSettings(
+        model_size=s.model_size,
         input_channels="rgb",
         output_channels=gt_channels,
-        crop_size=crop_size,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        epochs=steps,
+        crop_size=s.crop_size,
+        batch_size=s.batch_size,
+        learning_rate=s.learning_rate,
+        seed=s.seed,
+        epochs=s.steps,
         use_multi_resolution_training=False,
         augment=True,
-        run_name=f"pretrain_{task}_{model_size}",
+        run_name=run_name,
     )
-    meta = {
-        "model_size": model_size,
+    generated = bool(s.corpus)
+    return {
+        "model_size": s.model_size,
         "input_channels": ["R", "G", "B"],
         "output_channels": out_names,
         "input_transform": ["linear"] * 3,
         "output_transform": ["linear"] * len(out_names),
-        "residual": residual,
-        "divisor": divisor(model_size),
-        "step": steps,
-        "total_steps": steps,
-        "epochs": steps,
-        "batch_size": batch_size,
-        "crop_size": crop_size,
+        "residual": out_names != ["A"],
+        "divisor": divisor(s.model_size),
+        "step": s.steps,
+        "total_steps": s.steps,
+        "epochs": s.steps,
+        "batch_size": s.batch_size,
+        "crop_size": s.crop_size,
         "stage": 2,
-        "run_name": f"pretrain_{task}_{model_size}",
+        "run_name": run_name,
         "dataset": {
-            "input": f"{source} ({'generated ' + task + ' inputs' if corpus else 'input/'})",
-            "ground_truth": f"{source} ({'clean images' if corpus else 'ground_truth/'})",
+            "input": f"{corpus.source} ({'generated ' + s.task + ' inputs' if generated else 'input/'})",
+            "ground_truth": f"{corpus.source} ({'clean images' if generated else 'ground_truth/'})",
             "frames": "",
-            "width": crop_size,
-            "height": crop_size,
+            "width": s.crop_size,
+            "height": s.crop_size,
             "hdr": False,
         },
         "last_loss": float(np.mean(losses[-50:])) if losses else None,
-        "val_psnr": val_psnr,
-        "settings": settings.to_dict(),
+        "val_psnr": trained["val_psnr"],
+        "settings": as_training.to_dict(),
         "pretrained": {
-            "task": task,
-            "corpus": "generated" if corpus else "pairs",
-            "images": names,
-            "tfds": f"{builder.name}/{builder.builder_config.name}/{builder.version}",
-            "steps": steps,
-            "crop_size": crop_size,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "loss": loss,
-            "seed": seed,
-            "train_seconds": round(train_seconds, 1),
-            "val_psnr_synthetic": val_psnr,
-            "val_psnr_baseline": baseline,
+            "task": s.task,
+            "corpus": "generated" if generated else "pairs",
+            "images": corpus.names,
+            "tfds": corpus.tfds,
+            "steps": s.steps,
+            "crop_size": s.crop_size,
+            "batch_size": s.batch_size,
+            "learning_rate": s.learning_rate,
+            "loss": trained["loss"],
+            "seed": s.seed,
+            "train_seconds": trained["train_seconds"],
+            "val_psnr_synthetic": trained["val_psnr"],
+            "val_psnr_baseline": trained["baseline"],
         },
     }
-    path = catfile.save_cat(output, net, meta, weights_dtype=weights_dtype)
-    _say(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
-    return Path(path)
 
 
 def describe(path: str | Path) -> str:
