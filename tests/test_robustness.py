@@ -413,10 +413,21 @@ def test_4_nan_loss_stops_and_keeps_the_files_from_before(ds, tmp_path):
     assert (run["status"], run["last_step"]) == ("failed", 11)
 
 
-def test_4_exploding_learning_rate_stops_with_one_line_via_the_cli(ds, tmp_path):
+def test_4_exploding_network_stops_with_one_line_via_the_cli(ds, tmp_path):
+    """Training blows up (here: started from a checkpoint whose weights are 1e20, so the
+    activations overflow float32; learning_rate is capped at 1, which does not diverge in 20
+    steps): one line via the CLI, and every file written holds finite numbers."""
+    start = _any_cat(tmp_path)
+    net = catfile.load_cat(start)[0]
+    net.set_weights([np.full_like(w, 1e20) for w in net.get_weights()])
+    catfile.save_cat(start, net, catfile.read_metadata(start))
     dd = tmp_path / "dd"
     s = tiny_settings(
-        {k: ds[k] for k in ("input", "ground_truth", "frames")}, dd, **EXACT, learning_rate=1e30
+        {k: ds[k] for k in ("input", "ground_truth", "frames")},
+        dd,
+        **EXACT,
+        initial_weights="checkpoint",
+        checkpoint_file=str(start),
     )
     code, err = run_cli(["train", "--no-progress", "--settings-json", json.dumps(s)])
     assert code == 2 and "Traceback" not in err
