@@ -120,8 +120,6 @@ def _export_savedmodel(model, meta: dict[str, Any], output: Path) -> None:
     tmp = output.with_name(f"{TEMP_MARK}{os.getpid()}-{output.name}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        # What an export killed mid-write left (its temporary folder) goes first.
-        remove_stale_temps(output.parent, {output.name})
         with _disk_errors(output):
             archive.write_out(str(tmp), verbose=False)
         extra = tmp / "assets.extra"
@@ -205,6 +203,8 @@ def export(
     model, meta = catfile.load_cat(model_file)
     meta = dict(meta)
     meta.setdefault("divisor", 1)
+    # What an export of the same output killed mid-write left (a temporary file or folder).
+    remove_stale_temps(out.parent, {out.name})
     if fmt == "savedmodel":
         _export_savedmodel(model, meta, out)
     else:

@@ -886,10 +886,15 @@ def test_8_disk_filling_up_while_a_frame_is_written(ds, small_disk, monkeypatch,
 
 @pytest.mark.parametrize("fmt", ["savedmodel", "onnx"])
 def test_8_export_into_a_full_disk(small_disk, tmp_path, fmt):
+    """Also: what an export killed mid-write left for the same output is removed."""
+    from ccat_tf.atomic import temp_path_for
+
     model = _any_cat(tmp_path)
     disk = small_disk("2m")
-    fill(disk, leave=100_000)
     out = disk / ("model.onnx" if fmt == "onnx" else "model_savedmodel")
+    (disk / f"{TEMP_MARK}4242-{out.name}").mkdir()  # a killed SavedModel export's folder
+    temp_path_for(out).write_bytes(b"half a model")
+    fill(disk, leave=100_000)
     code, err = run_cli(["export", str(model), "--format", fmt, "--output", str(out)])
     assert_one_disk_full_line(code, err, out)
     assert sorted(os.listdir(disk)) == ["filler"]
