@@ -21,6 +21,8 @@ from pathlib import Path
 from ccat_tf.errors import DataDirectoryError
 
 TEMP_MARK = ".ccat-tmp-"
+#: The one-writer lock file of a Data Directory (see :class:`DirectoryLock`).
+LOCK_NAME = ".ccat.lock"
 
 
 def describe_os_error(path: Path, err: OSError) -> DataDirectoryError:
@@ -269,7 +271,7 @@ class DirectoryLock:
 
     def __init__(self, folder: str | os.PathLike, purpose: str = "training"):
         self.folder = Path(folder)
-        self.path = self.folder / ".ccat.lock"
+        self.path = self.folder / LOCK_NAME
         self.purpose = purpose
         self._fh = None
 

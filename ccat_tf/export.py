@@ -191,15 +191,17 @@ def export(
     safety checks as inference; an existing output is replaced only once the new one is complete.
     """
     from ccat_tf import catfile
+    from ccat_tf.outputs import Input, check_output, check_savedmodel_output
 
     fmt = str(format).lower().replace("_", "").replace("-", "")
     if fmt not in FORMATS:
         raise SettingsError(f"export format {format!r} is unknown; use savedmodel or onnx")
     out = Path(output) if output else default_output(model_file, fmt)
-    if fmt == "onnx" and out.suffix.lower() != ".onnx":
-        raise SettingsError(f"ONNX output {out} should end in .onnx")
-    if fmt == "savedmodel" and out.exists() and not out.is_dir():
-        raise SettingsError(f"SavedModel output {out} exists and is a file; give a folder path")
+    model_input = [Input(os.fspath(model_file), "the model file")]
+    if fmt == "onnx":
+        check_output(out, "onnx", model_input)
+    else:
+        check_savedmodel_output(out, model_input)
     model, meta = catfile.load_cat(model_file)
     meta = dict(meta)
     meta.setdefault("divisor", 1)

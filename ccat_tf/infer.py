@@ -129,6 +129,8 @@ class _Job:
 
 def _plan_jobs(s: InferSettings) -> list[_Job]:
     """Frames, their input and output paths; raises on missing frames or clashing outputs."""
+    from ccat_tf.outputs import check_frame_outputs
+
     if str(s.frames).strip():
         frame_list = framespec.parse_frames(s.frames)
     else:
@@ -168,6 +170,7 @@ def _plan_jobs(s: InferSettings) -> list[_Job]:
             f"output {s.output} would overwrite the input sequence ({_listing(clashes)}); "
             "choose another output pattern or folder"
         )
+    check_frame_outputs(j.output_path for j in jobs)
     if not s.overwrite:
         existing = [j.output_path for j in jobs if os.path.exists(j.output_path)]
         if existing:
@@ -189,7 +192,10 @@ def _inode(path: str) -> tuple[int, int] | None:
 def _check_input_headers(
     jobs: list[_Job], channels: list[str], merge_rgb: bool
 ) -> imageio.ImageInfo:
-    """Open every input header (cheap) so a corrupt or channel-less frame fails before rendering."""
+    """Open every input header (cheap) so a corrupt or channel-less frame fails before rendering.
+
+    Returns the header of the deepest frame (16-bit over 8-bit, float over half), so ``auto``
+    output never loses precision when a sequence mixes bit depths."""
     first = None
     for job in jobs:
         info = imageio.image_info(job.input_path)
@@ -205,9 +211,17 @@ def _check_input_headers(
                     f"input frame {job.input_path} has channels {', '.join(info.channel_names)} "
                     f"but {why} {shown}; give an input with those channels"
                 ) from None
-        first = first or info
+        first = info if first is None or _depth(info) > _depth(first) else first
     assert first is not None
     return first
+
+
+#: Bit depths in increasing precision: mixed input frames are written at the deepest one.
+_DEPTHS = ("uint8", "uint10", "uint12", "uint16", "half", "float")
+
+
+def _depth(info: imageio.ImageInfo) -> int:
+    return _DEPTHS.index(info.format) if info.format in _DEPTHS else len(_DEPTHS)
 
 
 def _output_data_type(ext: str, requested: str, first: imageio.ImageInfo) -> str:
@@ -215,7 +229,8 @@ def _output_data_type(ext: str, requested: str, first: imageio.ImageInfo) -> str
 
     ``auto``: EXR half (as Nuke writes by default); DPX 10-bit (the VFX norm; 8-bit only from
     8-bit DPX input); other formats keep the input's bit depth when they can store it (16-bit
-    PNG stays 16-bit, float TIFF stays float), else the format's default.
+    PNG stays 16-bit, float TIFF stays float; a sequence mixing depths keeps the deepest), else
+    the format's default.
     """
     allowed = imageio.DATA_TYPES[ext]
     if requested not in ("", "auto"):

@@ -5,8 +5,9 @@ The training process writes, per run, the scalars ``loss`` and ``stage_scale`` a
 :func:`read_summaries` collects them from every run of a Data Directory into one table, as
 CopyCat's Graph tab shows all runs of its Data Directory; :func:`summary_to_csv` writes it.
 
-Event files are read as they are, including those of a killed process: a truncated or damaged last
-record ends that file (what came before it is kept). A resumed run logs again the steps after its
+Event files are read as they are, including those of a killed process: a truncated last record
+ends that file (what came before it is kept), and a damaged record elsewhere is skipped (the
+records after it are kept, see :mod:`ccat_tf.tfrecord`). A resumed run logs again the steps after its
 last progress file; for a step logged twice the value written last wins.
 """
 
@@ -155,19 +156,7 @@ def _read_events(path: Path, notices: list[str] | None):
     level = logger.level
     logger.setLevel("ERROR")  # summary_iterator's deprecation notice is not for our users
     try:
-        iterator = tf.compat.v1.train.summary_iterator(str(path))
-        while True:
-            try:
-                event = next(iterator)
-            except StopIteration:
-                return
-            except tf.errors.DataLossError:
-                if notices is not None:
-                    notices.append(
-                        f"{path} ends in a truncated or damaged record (a killed writer?); "
-                        "read what came before it"
-                    )
-                return
+        for event in _events(path, notices, tf):
             for v in event.summary.value:
                 if v.tag not in TAGS:
                     continue
@@ -182,6 +171,53 @@ def _read_events(path: Path, notices: list[str] | None):
                 yield int(event.step), float(event.wall_time), v.tag, value
     finally:
         logger.setLevel(level)
+
+
+def _events(path: Path, notices: list[str] | None, tf):
+    """The events of one file: TensorFlow's fast reader, and past damage the slow one."""
+    events = []
+    try:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            events.append(event)
+        return events
+    except tf.errors.DataLossError:
+        pass
+    from tensorflow.core.util import event_pb2
+
+    from ccat_tf.tfrecord import read_records
+
+    found = read_records(path)
+    if notices is not None:
+        notices.extend(_damage_notices(path, found))
+    events = []
+    for record in found.records:
+        event = event_pb2.Event()
+        try:
+            event.ParseFromString(record)
+        except Exception:  # noqa: BLE001 - a record with a good checksum but bad contents
+            continue
+        events.append(event)
+    return events
+
+
+def _damage_notices(path: Path, found) -> list[str]:
+    notes = []
+    if found.damaged_at:
+        where = ", ".join(str(p) for p in found.damaged_at[:3])
+        notes.append(
+            f"{path} has {len(found.damaged_at)} damaged record(s) (at byte {where}); "
+            "skipped them and read the records around them"
+        )
+    if found.truncated:
+        notes.append(
+            f"{path} ends in a truncated or damaged record (a killed writer?); "
+            "read what came before it"
+        )
+    if found.gave_up_at is not None:
+        notes.append(
+            f"{path} is damaged from byte {found.gave_up_at} on; read what came before it"
+        )
+    return notes
 
 
 def read_summaries(data_directory: str | os.PathLike, notices: list[str] | None = None):
@@ -242,6 +278,11 @@ def summary_to_csv(
             f"data directory {folder} does not exist; give the data_directory a training used"
         )
     table = read_summaries(folder, notices)
+    if table.empty and summary_files(folder):
+        raise DataDirectoryError(
+            f"the .summary files in {folder} hold no readable loss records (damaged or empty); "
+            "train again to log new ones"
+        )
     if table.empty:
         raise DataDirectoryError(f"no .summary files in {folder}; train first")
     output = Path(output)

@@ -17,6 +17,7 @@ Resume rules (CopyCat's Resume Training, and what Snakemake reruns rely on):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 from ccat_tf import runs as runtable
 from ccat_tf import state as ost
 from ccat_tf import summary as summaries
-from ccat_tf.atomic import DirectoryLock, remove_stale_temps
+from ccat_tf.atomic import LOCK_NAME, DirectoryLock, remove_stale_temps
 from ccat_tf.dataset import (
     STAGE_SCALES,
     CropPlan,
@@ -240,6 +241,10 @@ def train(
         raise SettingsError(
             "data_directory is not set; give the folder where checkpoints and progress go"
         )
+    if output is not None:
+        from ccat_tf.outputs import check_output, dataset_inputs
+
+        check_output(output, "cat", dataset_inputs(settings))
     data_dir = Path(settings.data_directory)
     if data_dir.exists() and not data_dir.is_dir():
         raise DataDirectoryError(f"data_directory {data_dir} is a file; give a folder")
@@ -249,12 +254,47 @@ def train(
         name: resolve_hooks(getattr(settings, name))
         for name in ("on_training_start", "on_checkpoint", "on_training_end")
     }
-    with DirectoryLock(data_dir, purpose="training"):
-        for leftover in remove_stale_temps(data_dir):
-            _say(f"removed {leftover.name}, a partial file left by an interrupted write")
-        return _train_locked(
-            settings, data_dir, output, list(callbacks), devices, progress_bar, hooks, call_hooks
-        )
+    created = _first_missing(data_dir)
+    try:
+        with DirectoryLock(data_dir, purpose="training"):
+            for leftover in remove_stale_temps(data_dir):
+                _say(f"removed {leftover.name}, a partial file left by an interrupted write")
+            return _train_locked(
+                settings,
+                data_dir,
+                output,
+                list(callbacks),
+                devices,
+                progress_bar,
+                hooks,
+                call_hooks,
+            )
+    except BaseException:
+        if created is not None:
+            _remove_if_only_the_lock(data_dir, created)
+        raise
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None if it exists)."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _remove_if_only_the_lock(data_dir: Path, created: Path) -> None:
+    """A training that stopped before writing anything (a bad data set) leaves no empty Data
+    Directory behind: remove the folders it created if they hold nothing but the lock file."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in data_dir.iterdir()} <= {LOCK_NAME}:
+            (data_dir / LOCK_NAME).unlink(missing_ok=True)
+            for folder in (data_dir, *data_dir.parents):
+                folder.rmdir()  # only empty folders go; stops at the first one that is not
+                if folder == created:
+                    break
 
 
 def _train_locked(

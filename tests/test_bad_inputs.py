@@ -1020,3 +1020,15 @@ def test_bad_input(case, ctx, request):
     else:
         raise AssertionError(case.kind)
     assert_untouched(before, snapshot(ctx.root))
+
+
+def test_a_training_refused_at_start_leaves_no_data_directory(ctx):
+    """A bad data set (or any error before the first write) leaves no empty Data Directory
+    with a lock file behind, nor the parent folders training created for it."""
+    fresh = ctx.root / "never_made" / "dd"
+    code, stderr = run_cli(t(ctx, "missing_frame", data_directory=str(fresh)))
+    check_error_output(code, stderr, r"frame 3: ground truth file \S+ does not exist")
+    assert not (ctx.root / "never_made").exists()
+    # An existing Data Directory is never removed, even if it was empty.
+    code, _ = run_cli(t(ctx, "missing_frame", data_directory=str(ctx.empty_dd)))
+    assert code == 2 and ctx.empty_dd.is_dir()
