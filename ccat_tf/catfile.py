@@ -149,13 +149,12 @@ def _weights_to_float16(model_bytes: bytes) -> bytes:
         for item in zin.infolist():
             data = zin.read(item.filename)
             if item.filename == WEIGHTS_MEMBER:
-                with tempfile.TemporaryDirectory(prefix="ccat-f16-") as tmpdir:
-                    # A fresh file (h5py does not reclaim the space of deleted datasets).
-                    src_path, dst_path = Path(tmpdir) / "in.h5", Path(tmpdir) / "out.h5"
-                    src_path.write_bytes(data)
-                    with h5py.File(src_path, "r") as h_in, h5py.File(dst_path, "w") as h_out:
-                        _copy_h5_as_float16(h_in, h_out, np)
-                    data = dst_path.read_bytes()
+                # A fresh file (h5py does not reclaim the space of deleted datasets), in memory:
+                # HDF5 writing to a full disk crashes the process.
+                converted = io.BytesIO()
+                with h5py.File(io.BytesIO(data), "r") as h_in, h5py.File(converted, "w") as h_out:
+                    _copy_h5_as_float16(h_in, h_out, np)
+                data = converted.getvalue()
             # Deflated: gzip cannot shrink a weight array any further, but it packs the HDF5
             # headers and the config text.
             item.compress_type = zipfile.ZIP_DEFLATED

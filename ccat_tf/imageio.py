@@ -17,14 +17,22 @@ Only the first subimage (EXR part) of a file is read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
 
 from ccat_tf import native_stderr
-from ccat_tf.atomic import atomic_path
+from ccat_tf.atomic import (
+    atomic_path,
+    check_free_space,
+    describe_os_error,
+    error_from_text,
+    free_bytes,
+)
 from ccat_tf.errors import DataDirectoryError, DataSetError, SettingsError
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -462,6 +470,10 @@ def _write_pixels(tmp: str, pixels: np.ndarray, spec: oiio.ImageSpec) -> None:
         _clear_oiio_errors()
 
 
+#: Bytes per stored value of each output data type (for the free-space check).
+_BYTES = {"uint8": 1, "uint10": 2, "uint16": 2, "half": 2, "float": 4}
+
+
 def write_image(
     path: str | os.PathLike,
     array: np.ndarray,
@@ -542,11 +554,22 @@ def write_image(
             spec.full_x, spec.full_y, spec.full_width, spec.full_height = fx, fy, fw, fh
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
 
+    # Image libraries fail badly on a full disk (a cut-short PNG or DPX reported as written,
+    # libjpeg exiting the process): make sure an uncompressed frame fits before writing.
+    need = int(height * width * nch * _BYTES[dtype] * 1.5) + 2**14
+    check_free_space(path, need)
     with atomic_path(path) as tmp:
         try:
             _write_pixels(str(tmp), pixels, spec)
         except _WriteFailed as err:
             reason = _one_line(str(err.args[0]), str(tmp))
+            full = error_from_text(path, reason)
+            if full is None and free_bytes(path) < need:
+                full = describe_os_error(
+                    Path(path), OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                )
+            if full is not None:
+                raise full from None
             raise DataDirectoryError(
                 f"cannot write {path}: {reason}; check the folder and the free disk space "
                 "(nothing was overwritten)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -28,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from ccat_tf import safe_load
-from ccat_tf.atomic import TEMP_MARK, DirectoryLock, atomic_path, atomic_write_json
+from ccat_tf.atomic import (
+    TEMP_MARK,
+    DirectoryLock,
+    atomic_write_bytes,
+    atomic_write_json,
+)
 from ccat_tf.errors import DataDirectoryError, SettingsError
 from ccat_tf.safe_text import visible
 
@@ -322,8 +328,6 @@ def _rename_locked(folder: Path, old: str, new: str) -> dict[str, Any]:
 
 def _rename_in_progress_file(path: Path, old: str, new: str, run_id) -> None:
     """Change the run name recorded in an .ost (so a resume continues under the new name)."""
-    import shutil
-
     import h5py
 
     try:
@@ -336,10 +340,11 @@ def _rename_in_progress_file(path: Path, old: str, new: str, run_id) -> None:
     if meta.get("run_name") != old or int(meta.get("run_id", run_id)) != int(run_id):
         return
     meta["run_name"] = new
-    with atomic_path(path) as tmp:
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as h5:
-            h5.attrs["meta"] = json.dumps(meta, default=str)
+    # Edited in memory and written by ordinary file IO: HDF5 writing to a full disk crashes.
+    image = io.BytesIO(path.read_bytes())
+    with h5py.File(image, "r+") as h5:
+        h5.attrs["meta"] = json.dumps(meta, default=str)
+    atomic_write_bytes(path, image.getvalue())
 
 
 # ---- display ---------------------------------------------------------------------------------
