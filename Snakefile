@@ -2,8 +2,8 @@
 #   snakemake --cores all                          every shot in config.yaml, and the overview
 #   snakemake --cores all results/shotA/model.cat  train one shot
 #   snakemake --profile profiles/slurm             the same on a SLURM farm
-# What each rule runs: workflow/rules/*.smk. Settings and their defaults:
-# workflow/schemas/config.schema.yaml.
+# What each rule runs: workflow/rules/*.smk; their Python: ccat_tf/workflow/. Settings and their
+# defaults: workflow/schemas/config.schema.yaml.
 
 from snakemake.utils import min_version, validate
 
@@ -15,7 +15,9 @@ include: "workflow/rules/common.smk"
 
 # Snakemake's own YAML loader has no limits: config.yaml and any --configfile are read first with
 # ccat_tf's bounded one (1 MiB, 100 000 values with aliases expanded, no duplicate keys).
-check_config_files("config.yaml")
+config_checks.check_config_files(
+    "config.yaml", workflow.overwrite_configfiles, error=WorkflowError
+)
 
 
 configfile: "config.yaml"
@@ -23,15 +25,18 @@ configfile: "config.yaml"
 
 # One-line errors naming the key (config: shots.shotA.epochs: ...), then the schema's defaults,
 # then every frame the shots name must exist (config: shots.shotA.input: frame 3 (...) ...).
-check_config(config)
+config_checks.check_config(
+    config, config_checks.load_schema(workflow.basedir), error=WorkflowError
+)
 validate(config, "workflow/schemas/config.schema.yaml")
-check_inputs()
+plan = ShotPlan(config, error=WorkflowError)
+config_checks.check_inputs(plan, error=WorkflowError)
 
-shell.prefix(shell_prefix())
+shell.prefix(shell_prefix(workflow.basedir, conda=uses_conda(workflow)))
 
 
 wildcard_constraints:
-    shot="|".join(re.escape(s) for s in shots()),
+    shot=plan.shot_pattern(),
     chunk=r"-?\d+--?\d+",
 
 
@@ -45,7 +50,7 @@ localrules:
 rule all:
     default_target: True
     input:
-        all_targets,
+        plan.all_targets,
 
 
 include: "workflow/rules/validate.smk"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccat_tf.atomic import atomic_path
+from ccat_tf.atomic import TEMP_MARK, atomic_path
 from ccat_tf.errors import DataDirectoryError
 
 PAD = 8  # pixels between and around the images
@@ -29,7 +29,6 @@ TITLE_SIZE = 16
 MIN_CELL = 128  # crops smaller than this are enlarged (nearest neighbour) so labels fit
 MAX_PREVIEW_WIDTH = 1024
 OVERVIEW_HEIGHT = 512  # each shot's row in the overview is scaled to this height
-_STEP_RE = re.compile(r"\.step(\d+)\.png$")
 
 
 # ---- pixels ----------------------------------------------------------------------------------
@@ -233,16 +232,55 @@ def render_preview(
 # ---- overview of several shots -----------------------------------------------------------------
 
 
+def _latest_runs(folder: Path) -> list[str]:
+    """Run names, latest first: the run table's (last started first), then latest.json's."""
+    from ccat_tf import runs as runtable
+    from ccat_tf import safe_load
+    from ccat_tf.errors import CcatError
+
+    names: list[str] = []
+    try:
+        names = [str(r["name"]) for r in reversed(runtable.load_runs(folder))]
+    except (CcatError, OSError, ValueError):
+        pass  # a damaged run table: latest.json and the files decide
+    try:
+        cat = Path(str(safe_load.load_json_file(folder / runtable.LATEST_FILE)["cat"])).name
+        m = re.match(r"^(?P<run>.+)\.step\d+\.cat$", cat)
+        if m and m.group("run") not in names:
+            names.append(m.group("run"))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return names
+
+
 def newest_image(data_directory: str | os.PathLike, kind: str) -> Path | None:
-    """The most recently written ``*.<kind>.step*.png`` of a Data Directory (``kind``:
-    ``contact`` or ``preview``), or None."""
+    """The image of ``kind`` (``contact`` or ``preview``) a compositor wants to see, or None:
+    the latest run's highest step.
 
-    def key(p: Path):
-        m = _STEP_RE.search(p.name)
-        return (p.stat().st_mtime, int(m.group(1)) if m else -1, p.name)
+    The latest run is the last one the run table (``runs.json``) lists, i.e. the run training
+    now or trained last, also before its first checkpoint moves ``latest.json``; without a
+    table, the run ``latest.json`` names. A run without such an image yet gives way to the run
+    before it. Within a run the step number decides, not the file date, which a copy or a
+    restore from backup changes; files of runs neither names are a last resort (newest first).
+    Used by ``ccat-tf overview`` and by the workflow's contact_sheet and preview rules.
+    """
+    folder = Path(data_directory)
+    by_run: dict[str, list[tuple[int, Path]]] = {}
+    for p in folder.glob(f"*.{kind}.step*.png"):
+        m = re.match(rf"^(?P<run>.+)\.{re.escape(kind)}\.step(?P<step>\d+)\.png$", p.name)
+        if m and p.is_file() and not p.name.startswith(TEMP_MARK):
+            by_run.setdefault(m.group("run"), []).append((int(m.group("step")), p))
+    if not by_run:
+        return None
+    for run in _latest_runs(folder):
+        if run in by_run:
+            return max(by_run[run])[1]
 
-    found = [p for p in Path(data_directory).glob(f"*.{kind}.step*.png") if p.is_file()]
-    return max(found, key=key) if found else None
+    def unnamed(item: tuple[int, Path]):  # no run table or latest.json names these runs
+        step, p = item
+        return (p.stat().st_mtime, step, p.name)
+
+    return max((item for items in by_run.values() for item in items), key=unnamed)[1]
 
 
 def shot_labels(directories: Sequence[str | os.PathLike]) -> list[str]:

@@ -2,14 +2,15 @@
 # scale) that training reads crops from. Its inputs and params are only what decides the cached
 # pixels, so it is rebuilt when the pairs or their channels change and not when the validation
 # report is rewritten for crop_size, batch_size or validation_frames. It does not wait for
-# validate (`ccat-tf cache` checks the data set itself and fails with the same message); train
-# needs both. (Depending on the report, even as ancient(), would rebuild it or, with ancient,
-# make Snakemake miss train's params change in the same run.)
+# validate (`ccat-tf cache` checks the data set itself and fails with the same message).
+# (Depending on the report, even as ancient(), would rebuild it or, with ancient, make Snakemake
+# miss a downstream job's params change in the same run: Snakemake 9 does not check the
+# provenance of jobs downstream of one that reruns, and does not follow an ancient() edge.)
 
 
 rule cache:
     input:
-        pairs=pair_files,
+        pairs=plan.pair_files,
     output:
         cache="results/{shot}/dataset_cache.h5",
     log:
@@ -23,7 +24,7 @@ rule cache:
         mem_mb=4000,
         runtime=60,
     params:
-        settings=cache_settings_json,
+        settings=plan.cache_settings_json,
     shell:
         "python -m ccat_tf cache --settings-json {params.settings:q}"
         " --output {output.cache:q} > {log:q} 2>&1"

@@ -3,7 +3,7 @@
 # A chunk's frames are a directory() output, results/{shot}/chunks/{first}-{last}/, so they are
 # real file targets: Snakemake deletes the folder before the chunk (re)runs and removes it when
 # the job fails or is killed, so it never holds stale or half-written frames. The chunk name
-# says which frames it holds; chunks_of() in common.smk cuts the frame list the same way each
+# says which frames it holds; ShotPlan.chunks_of (ccat_tf/workflow/shots.py) cuts the frame list the same way each
 # time, and a different infer_frames or infer_chunk_size gives other names, hence other jobs.
 # `infer` then gathers the chunks into ONE folder, results/{shot}/output/{shot}.####.<ext>, by
 # hard links (no second copy on disk; a plain copy where links are not allowed). That folder is a directory()
@@ -17,7 +17,7 @@
 rule infer_chunk:
     input:
         model="results/{shot}/model.cat",
-        frames=chunk_input_files,
+        frames=plan.chunk_input_files,
     output:
         frames=directory("results/{shot}/chunks/{chunk}"),
     log:
@@ -31,10 +31,10 @@ rule infer_chunk:
         mem_mb=8000,
         runtime=60,
     params:
-        settings=infer_settings_json,
-        input_pattern=input_pattern,
-        frame_spec=chunk_frame_spec,
-        output_pattern=chunk_output_pattern,
+        settings=plan.infer_settings_json,
+        input_pattern=plan.input_pattern,
+        frame_spec=plan.chunk_frame_spec,
+        output_pattern=plan.chunk_output_pattern,
     shell:
         "export OMP_NUM_THREADS={threads} TF_NUM_INTRAOP_THREADS={threads};"
         " mkdir -p {output.frames:q};"
@@ -45,7 +45,7 @@ rule infer_chunk:
 
 rule infer:
     input:
-        chunks=chunk_dirs,
+        chunks=plan.chunk_dirs,
     output:
         frames=directory("results/{shot}/output"),
     log:
@@ -53,6 +53,12 @@ rule infer:
     benchmark:
         "results/benchmarks/infer/{shot}.tsv"
     params:
-        frame_count=infer_frame_count,
+        frame_count=plan.infer_frame_count,
     run:
-        gather_frames(input.chunks, output.frames, params.frame_count, log[0])
+        images.gather_frames(
+            input.chunks,
+            output.frames,
+            params.frame_count,
+            log[0],
+            error=WorkflowError,
+        )

@@ -1,11 +1,13 @@
 # The shipped initial weights (initial_weights: deblur | upscale | human_matting), built from
 # scratch: `snakemake --cores all pretrained`. Settings: workflow/pretrain.yaml, or the file named
 # by the config's `pretrain_settings` (`--config pretrain_settings=my.yaml`; read by
-# load_pretrain_settings in common.smk). Every file is made by `ccat-tf pretrain`, i.e. the
+# ccat_tf/workflow/config_checks.py). Every file is made by `ccat-tf pretrain`, i.e. the
 # package's ccat_tf.pretrain.train.pretrain, on the tensorflow-datasets corpus in results/pretrain/.
 
 # A relative path: from the working directory, else from the Snakefile's folder.
-PRETRAIN = load_pretrain_settings(config["pretrain_settings"])
+PRETRAIN = config_checks.load_pretrain_settings(
+    config["pretrain_settings"], workflow.basedir, error=WorkflowError
+)
 # A studio corpus (pairs:) replaces the packaged one; both are folders the rule depends on.
 PRETRAIN_SOURCE = PRETRAIN["pairs"] or PRETRAIN["corpus"]
 PRETRAIN_FLAG = "--pairs" if PRETRAIN["pairs"] else "--corpus"
@@ -57,7 +59,7 @@ rule pretrain:
         mem_mb=4000,
         runtime=120,
     params:
-        source=f"{PRETRAIN_FLAG} {shlex.quote(PRETRAIN_SOURCE)}",
+        source_flag=PRETRAIN_FLAG,
         data_dir=PRETRAIN["data_dir"],
         steps=lambda w: PRETRAIN["steps"][w.task][w.size],
         crop=PRETRAIN["crop_size"],
@@ -68,7 +70,7 @@ rule pretrain:
     shell:
         "export OMP_NUM_THREADS={threads} TF_NUM_INTRAOP_THREADS={threads};"
         " python -m ccat_tf pretrain {wildcards.task} --model-size {wildcards.size}"
-        " {params.source} --data-dir {params.data_dir:q} --output {output.weights:q}"
+        " {params.source_flag} {input.source:q} --data-dir {params.data_dir:q} --output {output.weights:q}"
         " --steps {params.steps} --crop-size {params.crop} --batch-size {params.batch}"
         " --learning-rate {params.lr} --seed {params.seed} --weights-dtype {params.dtype}"
         " --threads {threads} > {log:q} 2>&1"

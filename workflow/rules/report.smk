@@ -19,7 +19,7 @@ rule summary_csv:
         mem_mb=2000,
         runtime=15,
     params:
-        data_directory=train_directory,
+        data_directory=plan.train_directory,
     shell:
         "python -m ccat_tf summary-csv {params.data_directory:q}"
         " --output {output.csv:q} > {log:q} 2>&1"
@@ -68,9 +68,15 @@ rule contact_sheet:
     benchmark:
         "results/benchmarks/contact_sheet/{shot}.tsv"
     params:
-        data_directory=train_directory,
+        data_directory=plan.train_directory,
     run:
-        copy_latest_image(params.data_directory, "contact", output.png, log[0])
+        images.copy_latest_image(
+            params.data_directory,
+            "contact",
+            output.png,
+            log[0],
+            error=WorkflowError,
+        )
 
 
 rule preview:
@@ -89,15 +95,21 @@ rule preview:
     benchmark:
         "results/benchmarks/preview/{shot}.tsv"
     params:
-        data_directory=train_directory,
+        data_directory=plan.train_directory,
     run:
-        copy_latest_image(params.data_directory, "preview", output.png, log[0])
+        images.copy_latest_image(
+            params.data_directory,
+            "preview",
+            output.png,
+            log[0],
+            error=WorkflowError,
+        )
 
 
 rule output_samples:
     input:
         frames="results/{shot}/output",
-        plates=sample_plate_files,
+        plates=plan.sample_plate_files,
     output:
         png=report(
             "results/{shot}/output_samples.png",
@@ -117,14 +129,14 @@ rule output_samples:
         mem_mb=2000,
         runtime=15,
     params:
-        command=samples_command,
+        command=plan.samples_command,
     shell:
         "{params.command} > {log:q} 2>&1"
 
 
 rule overview:
     input:
-        models=all_models,
+        models=plan.all_models,
     output:
         png=report(
             "results/overview.png",
@@ -143,8 +155,8 @@ rule overview:
         mem_mb=2000,
         runtime=15,
     params:
-        data_directories=all_train_directories,
-        labels=shots_of,
+        data_directories=plan.all_train_directories,
+        labels=plan.shots_of,
     shell:
         "python -m ccat_tf overview {params.data_directories:q}"
         " --labels {params.labels:q} --output {output.png:q} > {log:q} 2>&1"

@@ -3,19 +3,24 @@
 # state (progress.ost), the checkpoints, contact sheets and .summary files, and Snakemake deletes
 # a job's outputs before running it. Only model.cat, a copy of the final checkpoint, is.
 #
-# Every training setting is in params.settings, so editing one of shot A's reruns A's training
+# What reruns it (ccat_tf/workflow/shots.py): params.model, the settings that decide the model
+# (epochs, model_size, crop_size, data set, ...), so editing one of shot A's reruns A's training
 # only; `ccat-tf train` on the same Data Directory continues from the .ost when the change is
-# compatible (more epochs) and starts a new run when it is not (another model_size). A killed
-# job leaves model.cat incomplete, and the next `snakemake` call reruns it, which resumes.
-# Exit 75 means "interrupted, progress saved" (SIGTERM, e.g. a farm's preemption): with
-# --retries (profiles/slurm) the job is resubmitted and resumes.
+# compatible (more epochs) and starts a new run when it is not (another model_size). The other
+# settings (intervals, preview, validation frames, hooks, run name) come with params.settings,
+# which Snakemake does not compare (it is computed with `input`): editing them after a shot
+# finished reruns nothing, and model.cat and everything made from it stay as they are. For the
+# same reason the validation and preview frames, and validate's report, are not inputs here
+# (validate is a target of its own; `ccat-tf train` checks the data set itself when it starts).
+# A killed job leaves model.cat incomplete, and the next `snakemake` call reruns it, which
+# resumes. Exit 75 means "interrupted, progress saved" (SIGTERM, e.g. a farm's preemption):
+# with --retries (profiles/slurm) the job is resubmitted and resumes.
 
 
 rule train:
     input:
-        report="results/{shot}/dataset_report.json",
         cache="results/{shot}/dataset_cache.h5",
-        extra=train_extra_files,
+        extra=plan.train_extra_files,
     output:
         model="results/{shot}/model.cat",
     log:
@@ -30,8 +35,9 @@ rule train:
         mem_mb=16000,
         runtime=720,
     params:
-        settings=train_settings_json,
-        data_directory=train_directory,
+        model=plan.model_settings_json,
+        settings=plan.train_settings_json,
+        data_directory=plan.train_directory,
     shell:
         "export OMP_NUM_THREADS={threads} TF_NUM_INTRAOP_THREADS={threads};"
         " python -m ccat_tf train --settings-json {params.settings:q}"

@@ -1,12 +1,14 @@
-# Check the data set before anything is decoded or trained: every pair exists and is readable,
-# sizes and channels match, batch_size and crop_size fit. Nothing but the report is written.
+# Check the data set: every pair exists and is readable, sizes and channels match, batch_size
+# and crop_size fit, the validation and preview frames too. Nothing but the report is written.
 # Only the data set keys (and the knobs validate checks against the frames) are in params, so
-# editing epochs or an inference setting does not rerun it.
+# editing epochs or an inference setting does not rerun it. The report is a target of `all`,
+# not an input of train: editing the preview or validation frames reruns this check only, not
+# a finished training (train.smk). cache and train check the data set themselves when they run.
 
 
 rule validate:
     input:
-        dataset_files,
+        plan.dataset_files,
     output:
         report="results/{shot}/dataset_report.json",
     log:
@@ -20,7 +22,7 @@ rule validate:
         mem_mb=2000,
         runtime=30,
     params:
-        settings=dataset_settings_json,
+        settings=plan.validate_settings_json,
     shell:
         "python -m ccat_tf validate --settings-json {params.settings:q}"
         " --report {output.report:q} > {log:q} 2>&1"
