@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from ccat_tf.cli import main
 from ccat_tf.contact_sheet import (
+    newest_image,
     overview,
     render_contact_sheet,
     render_preview,
@@ -133,3 +135,66 @@ def test_overview_without_contact_sheets_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "nope does not exist" in err and "\n" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+# ---- which image is the newest -----------------------------------------------------------------
+
+
+def stub(folder, name, mtime):
+    path = folder / name
+    path.write_bytes(b"png")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def two_runs(folder):
+    """run1 (older, 900 steps) and run2 (started later, 200 steps so far), with file dates in
+    the wrong order: run1's files were touched last (a copy, a restore from backup)."""
+    stub(folder, "run1.contact.step0000900.png", 5000)
+    stub(folder, "run1.preview.step0000900.png", 5000)
+    stub(folder, "run2.contact.step0000100.png", 2000)
+    stub(folder, "run2.contact.step0000200.png", 1000)
+    stub(folder, ".ccat-tmp-0a1b2c3d-run2.contact.step0000300.png", 6000)  # being written
+
+
+def write_runs(folder, *names):
+    runs = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
+    (folder / "runs.json").write_text(json.dumps({"runs": runs}))
+
+
+def test_newest_image_is_the_latest_runs_highest_step(tmp_path):
+    two_runs(tmp_path)
+    write_runs(tmp_path, "run1", "run2")
+    # latest.json still names run1's last checkpoint: run2 has not reached its first one
+    (tmp_path / "latest.json").write_text('{"cat": "run1.step0000900.cat", "step": 900}')
+    assert newest_image(tmp_path, "contact").name == "run2.contact.step0000200.png"
+    # run2 has no preview yet: the run before it shows one
+    assert newest_image(tmp_path, "preview").name == "run1.preview.step0000900.png"
+
+
+def test_newest_image_without_a_run_table_follows_latest_json(tmp_path):
+    two_runs(tmp_path)
+    (tmp_path / "latest.json").write_text('{"cat": "run2.step0000200.cat", "step": 200}')
+    assert newest_image(tmp_path, "contact").name == "run2.contact.step0000200.png"
+    (tmp_path / "runs.json").write_text("{damaged")  # a damaged table is passed over
+    assert newest_image(tmp_path, "contact").name == "run2.contact.step0000200.png"
+
+
+def test_newest_image_of_unnamed_runs_is_the_newest_file(tmp_path):
+    two_runs(tmp_path)
+    assert newest_image(tmp_path, "contact").name == "run1.contact.step0000900.png"
+    assert newest_image(tmp_path / "nothing", "contact") is None
+    assert newest_image(tmp_path, "other") is None
+
+
+def test_overview_and_the_workflow_show_the_same_image(tmp_path):
+    from ccat_tf.workflow.images import copy_latest_image
+
+    write_sheet(tmp_path, "run1.contact.step0000900.png", BLUE, 5000)
+    write_sheet(tmp_path, "run2.contact.step0000200.png", RED, 1000)
+    write_runs(tmp_path, "run1", "run2")
+    out = overview([tmp_path], tmp_path / "overview.png", labels=["A"])
+    img = pixels(out)
+    assert bbox(img, (255, 0, 0))[4] > 0 and not (img == (0, 0, 255)).all(axis=-1).any()
+    copied = copy_latest_image(tmp_path, "contact", tmp_path / "sheet.png", tmp_path / "log")
+    assert copied.name == "run2.contact.step0000200.png"
