@@ -8,6 +8,7 @@ that subcommand needs it, so ``ccat-tf --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
@@ -29,6 +30,16 @@ COMMANDS = {
         "pretrain",
         "make a pretrained initial-weights .cat (deblur, upscale, human_matting)",
     ),
+}
+
+
+#: Optional parts and the pip extra (pyproject.toml) that installs each.
+OPTIONAL_EXTRAS = {
+    "onnx": "export",
+    "tf2onnx": "export",
+    "onnxruntime": "export",
+    "skimage": "pretrain",
+    "snakemake": "workflow",
 }
 
 
@@ -98,9 +109,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    restore_warnings = _one_line_warnings()
+    from ccat_tf.native_stderr import without_library_logs
+
+    quiet = contextlib.nullcontext() if args.debug else without_library_logs()
+    try:
+        with quiet:
+            return _run(args)
+    finally:
+        restore_warnings()
+
+
+def _run(args) -> int:
+    """The chosen command, its errors as one line each (see the module docs for statuses)."""
     from ccat_tf.errors import CcatError
 
-    restore_warnings = _one_line_warnings()
     try:
         return int(args._module.run(args) or 0)
     except CcatError as err:
@@ -111,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ccat-tf: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as err:
+        extra = OPTIONAL_EXTRAS.get((err.name or "").split(".")[0])
+        if extra is None or args.debug:
+            raise
+        print(
+            f"ccat-tf: error: {args.command} needs the optional package {err.name}; install it "
+            f"with pip install 'ccat_tf[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if args.debug:
             raise
@@ -123,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    finally:
-        restore_warnings()
 
 
 def _one_line_warnings():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -67,3 +68,72 @@ def filtered() -> Iterator[None]:
                 _users -= 1
                 if _users == 0:
                     _stop()
+
+
+# ---- TensorFlow's C++ log lines ----------------------------------------------------------------
+
+#: TensorFlow/XLA/absl log lines (``I0000 00:00:1796011681.85 123 cudart_stub.cc:31] ...`` as
+#: printed before absl is initialised, ``I1130 03:58:01.85 ...`` after), the older
+#: ``2024-01-01 12:00:00.000000: I tensorflow/...cc:42] ...``, absl's pre-initialisation notice).
+#: TF_CPP_MIN_LOG_LEVEL does not reach the ones printed before absl is initialised.
+_TF_LOG = re.compile(
+    rb"^(?:[IWEF]\d{4} \d+:\d+:\d+\.\d+\s+\d+ \S+:\d+\] "
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+:\d+\] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR)"
+)
+#: The start of such a line, to recognise one cut short when the process ends.
+_LOG_START = re.compile(rb"^(?:[IWEF]\d{4} \d+:\d+|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] )")
+#: A line start that may still become one of those (held back until its line is complete).
+_MAYBE_LOG = re.compile(rb"^(?:[IWEF]\d|\d{4}-|WARNING: All log|W?$)")
+
+
+def _pump(read_fd: int, out_fd: int) -> None:
+    """Copy ``read_fd`` to ``out_fd`` line by line, leaving out library log lines. A partial
+    line (a progress bar's ``\\r`` update) is passed on at once unless it may be a log line."""
+    pending = b""
+    while True:
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        kept = [line + b"\n" for line in lines if not _drop(line)]
+        if pending and not _MAYBE_LOG.match(pending):
+            kept.append(pending)
+            pending = b""
+        if kept:
+            os.write(out_fd, b"".join(kept))
+    if pending and not (_drop(pending) or _LOG_START.match(pending)):
+        os.write(out_fd, pending)  # the last, unfinished line (unless a log line cut short)
+    os.close(read_fd)
+
+
+def _drop(line: bytes) -> bool:
+    text = line.lstrip(b"\r")
+    return bool(_TF_LOG.match(text)) or text.startswith(DROPPED)
+
+
+@contextlib.contextmanager
+def without_library_logs() -> Iterator[None]:
+    """Run the body with TensorFlow's (and libpng's) own log lines removed from stderr, as
+    they pass: the CLI's default; ``--debug`` shows everything."""
+    try:
+        read_fd, write_fd = os.pipe()
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    pump = threading.Thread(target=_pump, args=(read_fd, saved), name="stderr-filter", daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the pump reads the rest and stops
+        pump.join(timeout=5)
+        os.close(saved)

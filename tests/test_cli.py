@@ -1,0 +1,75 @@
+"""The command line's output: library log lines kept out, missing optional parts named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from conftest import REPO
+
+from ccat_tf import cli
+
+FAKE_LOGS = textwrap.dedent(
+    r"""
+    import os, sys, time
+    from ccat_tf.native_stderr import without_library_logs
+
+    with without_library_logs():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796011681.854198   27760 cudart_stub.cc:31] Could not find cuda drivers\n")
+        os.write(2, b"E0000 00:00:1796011686.269104   27760 cuda_platform.cc:52] failed call to cuInit\n")
+        os.write(2, b"2024-01-01 12:00:00.000000: I tensorflow/core/util/port.cc:113] oneDNN custom operations are on\n")
+        os.write(2, b"libpng error: IDAT: Read error\n")
+        print("ccat-tf: Channels: R+G+B -> R+G+B", file=sys.stderr, flush=True)
+        os.write(2, b"\r[#####] step 1/2")  # a progress bar's partial line passes at once
+        time.sleep(0.3)
+        os.write(2, b"\r[##########] step 2/2\n")
+        os.write(2, b"E0000 00:00:1.2 1 half")  # a log line cut short at exit is dropped too
+    print("after", file=sys.stderr)
+    """
+)
+
+
+def test_library_log_lines_are_filtered_and_everything_else_passes():
+    proc = subprocess.run(
+        [sys.executable, "-c", FAKE_LOGS], capture_output=True, timeout=60, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == (
+        b"ccat-tf: Channels: R+G+B -> R+G+B\n\r[#####] step 1/2\r[##########] step 2/2\nafter\n"
+    )
+
+
+def test_debug_shows_library_log_lines():
+    code = FAKE_LOGS.replace("with without_library_logs():", "if True:")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "cudart_stub.cc:31]" in proc.stderr
+
+
+def test_a_missing_optional_package_names_its_extra(tmp_path, monkeypatch, capsys):
+    from ccat_tf import catfile
+    from ccat_tf.models import build_model
+
+    model = tmp_path / "m.cat"
+    meta = {
+        "model_size": "small",
+        "input_channels": ["R", "G", "B"],
+        "output_channels": ["R", "G", "B"],
+        "input_transform": ["linear"] * 3,
+        "output_transform": ["linear"] * 3,
+        "residual": True,
+        "divisor": 8,
+    }
+    catfile.save_cat(model, build_model(3, 3, "small"), meta)
+    for name in ("onnx", "tf2onnx"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    code = cli.main(
+        ["export", str(model), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ccat-tf: error: export needs the optional ")
+    assert lines[0].endswith("; install it with pip install 'ccat_tf[export]'")
+    assert not (tmp_path / "m.onnx").exists()
