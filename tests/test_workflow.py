@@ -552,6 +552,45 @@ def test_tiny_workflow_end_to_end(tiny_workdir):
     assert (work / "report.html").stat().st_size > 0
 
 
+def ran_rules(result: subprocess.CompletedProcess) -> set[str]:
+    """Rules a real (not dry) run executed, from its log."""
+    return set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.M))
+
+
+@pytest.mark.slow
+def test_no_retrain_edit_after_a_finished_shot_reruns_nothing(tiny_workdir):
+    """Intervals, preview frames and the run name cannot change a finished model: after such an
+    edit model.cat is the same file (bytes and date) and nothing made from it reruns; more
+    epochs still resume the training."""
+    work = tiny_workdir
+    snakemake(work, "--cores", "2", timeout=1800)
+    model = work / "results" / "tiny" / "model.cat"
+    before = (model.read_bytes(), model.stat().st_mtime_ns)
+    outputs = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*") if p.is_file()}
+
+    config = tiny_config(work)
+    config["shots"]["tiny"].update(
+        checkpoint_interval=5, contact_sheet_interval=2, run_name="take2", preview_frames=1047
+    )
+    write_config(work, config)
+    result = snakemake(work, "--cores", "2", timeout=600)
+    assert ran_rules(result) <= {"validate", "all"}, result.stdout + result.stderr
+    assert (model.read_bytes(), model.stat().st_mtime_ns) == before
+    changed = {p for p, t in outputs.items() if p.stat().st_mtime_ns != t}
+    rechecked = {"tiny/dataset_report.json", "benchmarks/validate/tiny.tsv"}
+    assert changed <= {work / "results" / p for p in rechecked}, changed
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "2").stdout
+
+    step_before = latest_step(work)
+    config["shots"]["tiny"]["epochs"] = 15
+    write_config(work, config)
+    result = snakemake(work, "--cores", "2", timeout=1800)
+    assert "train" in ran_rules(result) and "cache" not in ran_rules(result)
+    assert re.search(rf"resuming \S+ at step {step_before}\b", train_log(work)), train_log(work)
+    assert latest_step(work) == 30
+    assert model.stat().st_mtime_ns != before[1]
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -1,0 +1,83 @@
+"""Planning speed of the workflow: ``snakemake -n`` on a config of many shots.
+
+Writes a config of ``--shots`` copies of the demo shot (8 training pairs, 2 validation frames, a
+preview frame, 48 frames of inference: 13 jobs each) into a temporary working directory and
+times ``snakemake -n --cores 2`` there with this Python's Snakemake, ``--repeat`` times, after
+one untimed warm-up (file caches, bytecode). The machine is usually shared: the load average
+before and after is printed with the times, and the best of the tries is the number that
+speaks for the workflow. Nothing under results/ of the checkout is read or written.
+
+Usage::
+
+    python benchmarks/bench_dry_run.py [--shots 50] [--repeat 5]
+
+tests/test_workflow.py checks what the dry run plans; this only measures how long it takes
+(the target: under 5 s for 50 shots on a 2-core workstation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PLATE = str(REPO / "demo" / "bikes" / "plate" / "bikes.####.png")
+GROUND_TRUTH = str(REPO / "demo" / "bikes" / "groundtruth" / "bikes.####.png")
+
+
+def config(shots: int) -> dict:
+    shot = {
+        "input": PLATE,
+        "ground_truth": GROUND_TRUTH,
+        "frames": "1001-1043x6",
+        "validation_frames": "1016,1034",
+        "preview": PLATE,
+        "preview_frames": 1048,
+        "infer_frames": "1001-1048",
+    }
+    return {"shots": {f"shot{i:03d}": dict(shot) for i in range(shots)}}
+
+
+def dry_run(workdir: Path) -> float:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    cmd += ["--workflow-profile", "none", "-n", "--cores", "2", "--quiet"]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"snakemake -n failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shots", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_dry_run.") as tmp:
+        workdir = Path(tmp)
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config(args.shots)))
+        load_before = os.getloadavg()
+        dry_run(workdir)  # warm-up
+        times = [dry_run(workdir) for _ in range(args.repeat)]
+        load_after = os.getloadavg()
+    cpus = os.cpu_count()
+    print(f"snakemake -n, {args.shots} shots ({args.shots * 13} jobs), --cores 2")
+    print(f"machine: {platform.machine()}, {cpus} CPUs, Python {platform.python_version()}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
+    print(f"load average after:  {' '.join(f'{x:.2f}' for x in load_after)}")
+    print(f"wall times (s): {', '.join(f'{t:.2f}' for t in times)}")
+    print(f"best {min(times):.2f} s, median {statistics.median(times):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
