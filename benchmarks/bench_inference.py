@@ -1,7 +1,7 @@
 """Inference throughput: frames per second at 1080p and 4K for each model size, tiled and untiled.
 
 Each configuration runs in a fresh subprocess (so its peak memory is its own) and times
-``ccat_tf.infer``'s per-frame network path on an in-memory frame: encode the input transform,
+``ccat_tf.Model.predict``, inference's per-frame path, on an in-memory frame: encode the input transform,
 reflect-pad to the divisor, run the network (whole frame, or tiles blended as in a render),
 crop and decode. Reading and writing files is left out: in a render it runs in background threads
 beside the network. Weights are random (speed does not depend on them).
@@ -54,8 +54,9 @@ def run_one(
     """Time one configuration in this process; returns a result row."""
     import numpy as np
 
-    from ccat_tf import tiling, transform
-    from ccat_tf.infer import _predictor
+    from ccat_tf import tiling
+    from ccat_tf.model import Model, TileSettings
+    from ccat_tf.model_info import ModelInfo
     from ccat_tf.models import build_model
 
     h, w = RESOLUTIONS[resolution]
@@ -99,19 +100,24 @@ def run_one(
             budget_bytes=budget,
             dtype_bytes=dtype_bytes,
         )
-    plan = tiling.plan_tiles(ph, pw, size_px, blend, d)
-    predict = _predictor(model, "/CPU:0")
-    predict(np.zeros((1, 64, 64, 3), np.float32))  # trace once, outside the timing
+    rgb, kinds = ("R", "G", "B"), ("log",) * 3
+    info = ModelInfo(rgb, rgb, kinds, kinds, divisor=d, residual=True, model_size=size)
+    runner = Model(
+        model,
+        info,
+        device="/CPU:0",
+        tiles=TileSettings(size_px, "auto", batch_tiles),
+        precision=precision,
+    )
+    plan = runner.plan_for(h, w)
+    runner.network_output(np.zeros((1, 64, 64, 3), np.float32))  # trace once, outside the timing
     rng = np.random.default_rng(0)
     frame = rng.random((h, w, 3), dtype=np.float32)
-    kinds = ["log"] * 3
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     times = []
     for _ in range(frames):
         t = time.perf_counter()
-        x = tiling.pad_to_divisor(transform.encode(frame, kinds), d)
-        y = tiling.predict_tiled(predict, x, plan, 3, batch_tiles)
-        transform.decode(y[:h, :w], kinds)
+        runner.predict(frame)
         times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     # The first frame of a new shape pays oneDNN's kernel set-up: report the best frame, and

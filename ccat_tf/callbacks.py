@@ -50,7 +50,8 @@ class RunContext:
     last_progress_step: int = -1
     val_psnr: float | None = None
     validation_cache: Any = None  # dataset.FrameCache of validation pairs (full resolution)
-    preview_frames: list = field(default_factory=list)  # (frame, training-space array)
+    preview_frames: list = field(default_factory=list)  # (frame, pixels as read from the file)
+    model: Any = None  # ccat_tf.model.Model over net: previews, validation, contact sheets
     writer: Any = None  # tf.summary writer (summary.open_writer)
 
     @property
@@ -181,7 +182,8 @@ class DataDirectoryWriter(StepCallback):
         ctx = self.ctx
         crops = contact_sheet_crops(ctx.cache, ctx.plan, step - 1)
         inputs = np.stack([c[0] for c in crops])
-        outputs = np.asarray(ctx.net(inputs, training=False))
+        # Training crops are already encoded and divisor-sized: the network step of the recipe.
+        outputs = ctx.model.network_output(inputs)
         rows = []
         for (x, y), out in zip(crops, outputs, strict=True):
             rows.append(
@@ -201,14 +203,15 @@ class DataDirectoryWriter(StepCallback):
     def preview(self, step: int) -> None:
         if not self.ctx.preview_frames:
             return
+        from ccat_tf import transform
         from ccat_tf.contact_sheet import render_preview, to_display
-        from ccat_tf.models import predict_padded
 
         ctx = self.ctx
+        kinds = ctx.info.output_transform
         images, labels = [], []
-        for frame, x in ctx.preview_frames:
-            out = predict_padded(ctx.net, x, ctx.plan.divisor)
-            images.append(to_display(out, ctx.info.output_transform))
+        for frame, pixels in ctx.preview_frames:
+            out = ctx.model.predict(pixels)  # as ccat-tf infer would write it
+            images.append(to_display(transform.encode(out, kinds), kinds))
             labels.append(f"frame {frame}")
         render_preview(
             images,
@@ -221,15 +224,18 @@ class DataDirectoryWriter(StepCallback):
         ctx = self.ctx
         if ctx.validation_cache is None:
             return
-        from ccat_tf.models import predict_padded
+        from ccat_tf import transform
+        from ccat_tf.model import output_psnr
 
+        # On output values as a user sees them (decoded, clipped as output_psnr says), not in
+        # training space; the cache holds training space, decoded back to pixels here.
+        info = ctx.info
         xs, ys = ctx.validation_cache.level(1.0)
-        mse = []
+        outputs, truths = [], []
         for x, y in zip(xs, ys, strict=True):
-            out = predict_padded(ctx.net, np.asarray(x), ctx.plan.divisor)
-            mse.append(float(np.mean((out - np.asarray(y)) ** 2)))
-        m = float(np.mean(mse))
-        ctx.val_psnr = float(10 * math.log10(1.0 / m)) if m > 0 else float("inf")
+            outputs.append(ctx.model.predict(transform.decode(np.asarray(x), info.input_transform)))
+            truths.append(transform.decode(np.asarray(y), info.output_transform))
+        ctx.val_psnr = output_psnr(np.stack(outputs), np.stack(truths), info.output_transform)
         if ctx.writer is not None:
             summary.write_scalars(ctx.writer, ctx.summary_folder, step, {"val_psnr": ctx.val_psnr})
 

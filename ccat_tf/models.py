@@ -133,17 +133,3 @@ def describe(model_size: str, in_channels: int = 3, out_channels: int = 3, crop:
         "divisor": PRESETS[model_size].divisor,
         "crop": crop,
     }
-
-
-def predict_padded(net, image, divisor: int):
-    """Run ``net`` on one whole HWC image: reflect-pad to a multiple of ``divisor``, crop back."""
-    import numpy as np
-
-    h, w = image.shape[:2]
-    ph, pw = (-h) % divisor, (-w) % divisor
-    x = image
-    if ph or pw:
-        mode = "reflect" if h > ph and w > pw else "edge"
-        x = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
-    out = np.asarray(net(x[None].astype("float32"), training=False))[0]
-    return out[:h, :w]

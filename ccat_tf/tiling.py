@@ -183,6 +183,16 @@ def pad_to_divisor(image: np.ndarray, divisor: int) -> np.ndarray:
     return out
 
 
+def pad_to_divisor_tf(images, divisor: int):
+    """:func:`pad_to_divisor` for an NHWC tensor (reflection only: each padded side must be
+    shorter than the frame, i.e. frames of at least ``divisor`` pixels)."""
+    import tensorflow as tf
+
+    h, w = tf.shape(images)[1], tf.shape(images)[2]
+    ph, pw = (divisor - h % divisor) % divisor, (divisor - w % divisor) % divisor
+    return tf.pad(images, [[0, 0], [0, ph], [0, pw], [0, 0]], mode="REFLECT")
+
+
 def _starts(length: int, tile: int, overlap: int, divisor: int) -> list[int]:
     """Tile origins along one axis: evenly spread, divisor-aligned, overlapping >= ``overlap``."""
     if tile >= length:

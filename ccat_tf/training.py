@@ -385,6 +385,7 @@ def _train_locked(
     ds = make_tf_dataset(cache, plan, start_step, total, n_in, n_out)
 
     from ccat_tf.callbacks import RunContext, standard_callbacks
+    from ccat_tf.model import Model
 
     def save_model(path, step):
         return _save_checkpoint(
@@ -432,6 +433,7 @@ def _train_locked(
         ctx.validation_cache = FrameCache.build_in_memory(
             info, [1.0], frames=info.validation_frames
         )
+    ctx.model = Model(net, _metadata(settings, info, run, start_step, total, plan, None, None))
     if info.preview and info.preview_frames:
         ctx.preview_frames = _load_previews(info)
     ctx.writer = summaries.open_writer(ctx.summary_folder)
@@ -553,11 +555,10 @@ def _restore(net, optimizer, progress: ost.Progress) -> None:
 
 
 def _load_initial(net, initial: tuple[Path, dict]) -> None:
-    from ccat_tf import catfile
+    from ccat_tf.model import open_model
 
     path, _ = initial
-    source, _ = catfile.load_cat(path)
-    src = source.get_weights()
+    src = open_model(path).net.get_weights()
     dst = net.get_weights()
     if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src, dst, strict=True)):
         raise ModelFileError(
@@ -569,33 +570,37 @@ def _load_initial(net, initial: tuple[Path, dict]) -> None:
 
 
 def _load_previews(info: DataSetInfo):
+    """(frame, pixels) of the preview frames; the model's recipe encodes them."""
     from ccat_tf import frames as framespec
-    from ccat_tf import imageio, transform
+    from ccat_tf import imageio
 
     out = []
     for frame in info.preview_frames:
         x = imageio.read_image(framespec.frame_path(info.preview, frame), info.input_channels)
-        out.append((frame, transform.encode(x, info.input_transform)))
+        out.append((frame, x))
     return out
 
 
-def _metadata(settings, info, run, step, total, plan, last_loss, val_psnr) -> dict:
-    return {
-        "model_size": settings.model_size,
-        "input_channels": info.input_channels,
-        "output_channels": info.output_channels,
-        "input_transform": info.input_transform,
-        "output_transform": info.output_transform,
-        "residual": info.residual,
-        "divisor": plan.divisor,
-        "step": step,
-        "total_steps": total,
-        "epochs": settings.epochs,
-        "batch_size": info.batch_size,
-        "crop_size": info.crop_size,
-        "stage": plan.stage_of(max(step - 1, 0)),
-        "run_name": run["name"],
-        "dataset": {
+def _metadata(settings, info, run, step, total, plan, last_loss, val_psnr):
+    """The :class:`~ccat_tf.model_info.ModelInfo` of this run's network at ``step``."""
+    from ccat_tf.model_info import ModelInfo
+
+    return ModelInfo(
+        input_channels=tuple(info.input_channels),
+        output_channels=tuple(info.output_channels),
+        input_transform=tuple(info.input_transform),
+        output_transform=tuple(info.output_transform),
+        divisor=plan.divisor,
+        residual=info.residual,
+        model_size=settings.model_size,
+        step=step,
+        total_steps=total,
+        epochs=settings.epochs,
+        batch_size=info.batch_size,
+        crop_size=info.crop_size,
+        stage=plan.stage_of(max(step - 1, 0)),
+        run_name=run["name"],
+        dataset={
             "input": info.input,
             "ground_truth": info.ground_truth,
             "frames": info.frames,
@@ -603,30 +608,29 @@ def _metadata(settings, info, run, step, total, plan, last_loss, val_psnr) -> di
             "height": info.height,
             "hdr": info.hdr,
         },
-        "last_loss": last_loss,
-        "val_psnr": val_psnr,
-        "settings": {k: v for k, v in settings.to_dict().items() if not callable(v)},
-    }
+        last_loss=last_loss,
+        val_psnr=val_psnr,
+        settings={k: v for k, v in settings.to_dict().items() if not callable(v)},
+    )
 
 
 def _save_checkpoint(
     path, net, settings, info, run, step, total, plan, last_loss, val_psnr
 ) -> Path:
-    from ccat_tf import catfile
+    from ccat_tf.model import Model
 
-    return catfile.save_cat(
-        path, net, _metadata(settings, info, run, step, total, plan, last_loss, val_psnr)
-    )
+    info = _metadata(settings, info, run, step, total, plan, last_loss, val_psnr)
+    return Model(net, info).save(path)
 
 
 def _final_cat_from_progress(data_dir, progress, settings, info, signature, total) -> Path:
     """The finished run's final .cat; rebuilt from the .ost if it was deleted."""
     path = data_dir / f"{progress.run_name}.step{total:07d}.cat"
     if path.exists():
-        from ccat_tf import catfile
+        from ccat_tf.model import read_info
 
         try:
-            catfile.read_metadata(path)  # never hand out (or copy to --output) a damaged file
+            read_info(path)  # never hand out (or copy to --output) a damaged file
             return path
         except ModelFileError as err:
             import warnings

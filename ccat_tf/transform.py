@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 KINDS = ("linear", "log")
+#: Largest magnitude fed to exp when decoding, so a wild network output cannot overflow to inf.
+MAX_LOG = 80.0
 _ALPHA_NAMES = {"a", "alpha", "matte", "mask"}
 
 
@@ -46,8 +48,38 @@ def decode(array: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
     for c, kind in enumerate(kinds):
         if kind == "log":
             y = out[..., c]
-            # Clamp the exponent so a wild network output cannot overflow to inf.
-            out[..., c] = np.sign(y) * np.expm1(np.minimum(np.abs(y), 80.0))
+            out[..., c] = np.sign(y) * np.expm1(np.minimum(np.abs(y), MAX_LOG))
         elif kind != "linear":
             raise ValueError(f"unknown transform kind {kind!r}")
     return out
+
+
+# The same two functions in TensorFlow ops, for graphs that carry the recipe (the exported
+# SavedModel and ONNX models, ccat_tf.model.Model.pixel_function). ``log(1 + |x|)`` and
+# ``exp(|y|) - 1`` are written with plain ops, not log1p/expm1, so every converter (tf2onnx
+# included) maps them; the float32 difference from the numpy forms is below 1e-6.
+
+
+def _log_mask(kinds: Sequence[str]):
+    import tensorflow as tf
+
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"unknown transform kind {kind!r}")
+    # Made inside the traced function: a captured eager tensor would become a graph input.
+    return tf.constant([k == "log" for k in kinds])
+
+
+def encode_tf(x, kinds: Sequence[str]):
+    """:func:`encode` for a float32 tensor whose last axis is the channels."""
+    import tensorflow as tf
+
+    return tf.where(_log_mask(kinds), tf.sign(x) * tf.math.log(1.0 + tf.abs(x)), x)
+
+
+def decode_tf(y, kinds: Sequence[str]):
+    """:func:`decode` for a float32 tensor whose last axis is the channels."""
+    import tensorflow as tf
+
+    decoded = tf.sign(y) * (tf.exp(tf.minimum(tf.abs(y), MAX_LOG)) - 1.0)
+    return tf.where(_log_mask(kinds), decoded, y)

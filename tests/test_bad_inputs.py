@@ -34,7 +34,7 @@ from bad_inputs import corpus
 from conftest import REPO
 
 import ccat_tf
-from ccat_tf import catfile, cli
+from ccat_tf import cli
 from ccat_tf.errors import CcatError
 
 # The Data Directory's lock file holds the pid of the last process that took the lock.
@@ -93,20 +93,22 @@ class Ctx:
         ccat_tf.train(self.settings(), progress_bar=False)
 
     def cat(self, name, size, n_in, n_out) -> Path:
+        from ccat_tf.model import Model
+        from ccat_tf.model_info import ModelInfo
         from ccat_tf.models import build_model
 
         residual = n_in == n_out
-        meta = {
-            "model_size": size,
-            "input_channels": ["R", "G", "B"][:n_in],
-            "output_channels": ["R", "G", "B"][:n_out] if n_out == 3 else ["A"],
-            "input_transform": ["linear"] * n_in,
-            "output_transform": ["linear"] * n_out,
-            "residual": residual,
-            "divisor": 8,
-        }
+        info = ModelInfo(
+            input_channels=("R", "G", "B")[:n_in],
+            output_channels=("R", "G", "B")[:n_out] if n_out == 3 else ("A",),
+            input_transform=("linear",) * n_in,
+            output_transform=("linear",) * n_out,
+            divisor=8,
+            residual=residual,
+            model_size=size,
+        )
         path = self.models / name
-        catfile.save_cat(path, build_model(n_in, n_out, size, residual=residual), meta)
+        Model(build_model(n_in, n_out, size, residual=residual), info).save(path)
         return path
 
     def settings(self, dataset="good", **overrides) -> dict:

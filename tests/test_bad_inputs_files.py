@@ -305,12 +305,10 @@ def hostile_cat(tmp_path) -> Path:
         "model_size": "small",
         "input_channels": ["R", "G", HOSTILE],
         "output_channels": ["R", "G", "B"],
-        "input_transform": ["linear", "linear", HOSTILE],
         "residual": True,
         "divisor": 8,
         "run_name": HOSTILE,
         "created": HOSTILE,
-        "stage": HOSTILE,
         "dataset": {"input": HOSTILE, "ground_truth": "gt\x1b[31m", "frames": HOSTILE, "width": 8},
     }
     (tmp_path / "models").mkdir()
@@ -326,6 +324,19 @@ def test_info_shows_hostile_metadata_escaped(hostile_cat):
     code, out, err = run_cli(["info", hostile_cat, "--json"])
     assert code == 0 and "\x1b" not in out and "\n\x1b" not in out
     assert json.loads(out)["run_name"] == HOSTILE  # JSON escapes, and round-trips
+    assert_untouched(before, snapshot(hostile_cat.parent))
+
+
+def test_info_refuses_a_hostile_transform_in_one_escaped_line(hostile_cat):
+    """Metadata of the wrong kind is refused where it is read (ModelInfo), its text escaped."""
+    meta = catfile.read_metadata(hostile_cat)
+    meta["input_transform"] = ["linear", "linear", HOSTILE]
+    cat = catfile.save_cat(
+        hostile_cat.with_name("kind.cat"), catfile.load_cat(hostile_cat)[0], meta
+    )
+    before = snapshot(hostile_cat.parent)
+    code, out, err = run_cli(["info", cat])
+    check_error_output(code, err, r"kind\.cat: its input_transform .*\\x1b\[2J")
     assert_untouched(before, snapshot(hostile_cat.parent))
 
 

@@ -8,10 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from ccat_tf import catfile, transform
+from ccat_tf import transform
 from ccat_tf.errors import ModelFileError, SettingsError
-from ccat_tf.export import export
-from ccat_tf.models import build_model, predict_padded
+from ccat_tf.exporting import export
+from ccat_tf.model import Model, open_model
+from ccat_tf.model_info import ModelInfo
+from ccat_tf.models import build_model
 
 TOL = 1e-4
 
@@ -28,31 +30,20 @@ def cat(tmp_path_factory):
         [w + rng.normal(0, 0.03, w.shape).astype(np.float32) for w in model.get_weights()]
     )
     path = tmp_path_factory.mktemp("export") / "shot.cat"
-    catfile.save_cat(
-        path,
-        model,
-        {
-            "model_size": "small",
-            "input_channels": ["R", "G", "B"],
-            "output_channels": ["R", "G", "B"],
-            "input_transform": ["log"] * 3,
-            "output_transform": ["log"] * 3,
-            "residual": True,
-            "divisor": 8,
-        },
-    )
-    return path
+    rgb, log = ("R", "G", "B"), ("log",) * 3
+    info = ModelInfo(rgb, rgb, log, log, divisor=8, residual=True, model_size="small")
+    return Model(model, info).save(path)
 
 
 @pytest.fixture(scope="module")
 def reference(cat):
     """ccat_tf's own output for an odd-sized HDR frame: training space and pixels."""
-    model, meta = catfile.load_cat(cat)
+    model = open_model(cat)
     x = (np.random.default_rng(3).random((1, 53, 75, 3)) * 8).astype(np.float32)
-    encoded = transform.encode(x[0], meta["input_transform"])
+    encoded = transform.encode(x[0], model.info.input_transform)
     padded = np.pad(encoded, ((0, 3), (0, 5), (0, 0)), mode="reflect")[None]
-    bare = model(padded, training=False).numpy()
-    pixels = transform.decode(predict_padded(model, encoded, 8), meta["output_transform"])
+    bare = model.net(padded, training=False).numpy()
+    pixels = model.predict(x[0])
     return {"x": x, "padded": padded, "bare": bare, "pixels": pixels}
 
 
@@ -114,7 +105,7 @@ def test_cli_export(cat, tmp_path, capsys):
 
 def test_package_level_export_stays_callable(cat):
     import ccat_tf
-    import ccat_tf.export  # noqa: F401 - binds the package attribute to the submodule
+    import ccat_tf.exporting  # noqa: F401 - once bound the package attribute to a module
 
     with pytest.raises(SettingsError, match="unknown"):
         ccat_tf.export(cat, "tflite")

@@ -14,29 +14,27 @@ from conftest import smooth_noise, write_exr, write_png
 
 from ccat_tf import imageio, transform
 from ccat_tf.errors import CcatError, DataSetError, HookError, SettingsError
-from ccat_tf.infer import FrameProgress, infer
+from ccat_tf.inference import FrameProgress, infer
 
 FRAMES = "1001-1003"
 
 
 def _save(path, model, ins, outs, kinds_in, kinds_out, size="small"):
-    from ccat_tf import catfile
+    from ccat_tf.model import Model
+    from ccat_tf.model_info import ModelInfo
 
-    catfile.save_cat(
-        path,
-        model,
-        {
-            "model_size": size,
-            "input_channels": ins,
-            "output_channels": outs,
-            "input_transform": kinds_in,
-            "output_transform": kinds_out,
-            "residual": len(ins) == len(outs),
-            "divisor": 8,
-            "step": 10,
-            "total_steps": 10,
-        },
+    info = ModelInfo(
+        tuple(ins),
+        tuple(outs),
+        tuple(kinds_in),
+        tuple(kinds_out),
+        divisor=8,
+        residual=len(ins) == len(outs),
+        model_size=size,
+        step=10,
+        total_steps=10,
     )
+    Model(model, info).save(path)
     return str(path)
 
 
@@ -92,9 +90,13 @@ def exr_seq(tmp_path):
 
 
 def _reference(model, x, kinds_in, kinds_out):
-    from ccat_tf.models import predict_padded
-
-    return transform.decode(predict_padded(model, transform.encode(x, kinds_in), 8), kinds_out)
+    """The untiled recipe written out by hand: encode, reflect-pad, network, crop, decode."""
+    h, w = x.shape[:2]
+    padded = np.pad(
+        transform.encode(x, kinds_in), ((0, -h % 8), (0, -w % 8), (0, 0)), mode="reflect"
+    )
+    out = np.asarray(model(padded[None], training=False))[0, :h, :w]
+    return transform.decode(out, kinds_out)
 
 
 def _no_temps(folder):
@@ -579,9 +581,9 @@ def test_cli_infer_info_and_errors(models, exr_seq, capsys, tmp_path):
 
 
 def test_package_level_api_stays_callable(models, exr_seq):
-    """``ccat_tf.infer`` works even after ``import ccat_tf.infer`` bound the submodule there."""
+    """``ccat_tf.infer`` is the function even after ``import ccat_tf.inference``."""
     import ccat_tf
-    import ccat_tf.infer  # noqa: F401 - binds the package attribute to the submodule
+    import ccat_tf.inference  # noqa: F401 - once bound the package attribute to a module
 
     with pytest.raises(SettingsError, match="unsupported extension"):
         ccat_tf.infer(models["rgb"], input=exr_seq["input"], frames="1001", output="x.####.gif")

@@ -870,9 +870,9 @@ def test_8_infer_into_a_full_disk_keeps_whole_frames(ds, small_disk, tmp_path, e
 def test_8_disk_filling_up_while_a_frame_is_written(ds, small_disk, monkeypatch, ext):
     """Another process takes the space between the free-space check and the write: a frame
     cut short without an error (libpng, DPX) is found by reading it back and removed."""
-    from ccat_tf import infer
+    from ccat_tf import inference
 
-    monkeypatch.setattr(infer, "check_free_space", lambda path, need: None)
+    monkeypatch.setattr(inference, "check_free_space", lambda path, need: None)
     disk = small_disk("1m")
     fill(disk, leave=12_000)
     info = imageio.image_info(ds["input"].replace("####", "0001"))
@@ -880,7 +880,7 @@ def test_8_disk_filling_up_while_a_frame_is_written(ds, small_disk, monkeypatch,
     data_type = {"png": "uint8", "dpx": "uint10", "exr": "half"}[ext]
     target = disk / f"o.0001.{ext}"
     with pytest.raises(DataDirectoryError, match=f"cannot write {target}: no space left on device"):
-        infer._write_checked(str(target), pixels, ["R", "G", "B"], data_type, info)
+        inference._write_checked(str(target), pixels, ["R", "G", "B"], data_type, info)
     assert sorted(os.listdir(disk)) == ["filler"]
 
 

@@ -65,12 +65,10 @@ def test_loss_falls_and_output_approaches_ground_truth(tiny_dataset, tmp_path):
     assert loss[-20:].mean() < 0.5 * loss[:20].mean()
     # The model maps a held-out frame closer to its ground truth than the identity does.
     from ccat_tf import imageio
-    from ccat_tf.models import predict_padded
 
     x = imageio.read_image(tiny_dataset["input"].replace("####", "0005"), "rgb")
     y = imageio.read_image(tiny_dataset["ground_truth"].replace("####", "0005"), "rgb")
-    net = ccat_tf.load_model(model_file)
-    pred = predict_padded(net, x, 8)
+    pred = ccat_tf.open_model(model_file).predict(x)
     assert np.abs(pred - y).mean() < 0.6 * np.abs(x - y).mean()
 
 

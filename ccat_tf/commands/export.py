@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ccat_tf.export import export
+    from ccat_tf.exporting import export
 
     path = export(args.model, args.format, args.output, pixels=args.pixels)
     print(path)

@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ccat_tf.atomic import atomic_write_json
-    from ccat_tf.infer import infer
+    from ccat_tf.inference import infer
 
     settings = settings_from_args(args, InferSettings, extra={"model_file": args.model})
     if args.summary:

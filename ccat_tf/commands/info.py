@@ -16,18 +16,20 @@ def add_arguments(parser) -> None:
 
 
 def describe(model_file: str) -> dict[str, Any]:
-    """The .cat's metadata plus what loading the network tells: parameters, receptive field.
+    """The .cat's metadata (its checked ModelInfo) plus what loading the network tells:
+    parameters, receptive field.
 
     Loading runs every safety check (a hostile or damaged file is refused here as in inference).
     """
-    from ccat_tf import catfile, tiling
+    from ccat_tf import tiling
+    from ccat_tf.model import open_model
 
-    model, meta = catfile.load_cat(model_file)
-    profile = tiling.profile_model(model)
-    info = dict(meta)
+    model = open_model(model_file)
+    profile = model.profile
+    info = model.info.to_json()
     info.update(
         model_file=str(model_file),
-        parameters=int(model.count_params()),
+        parameters=int(model.net.count_params()),
         receptive_field_radius=profile.radius,
         auto_tile_overlap=tiling.default_blend(profile).overlap,
         network_divisor=profile.divisor,

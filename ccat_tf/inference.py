@@ -1,27 +1,30 @@
 """Inference: apply a trained .cat to every frame of a sequence, as Nuke's Inference node does.
 
-``infer(model_file, input=..., frames=..., output=...)`` reads each input frame, encodes it into
-the network's training space (the transform stored in the .cat), reflect-pads it to the model's
-``divisor``, runs the network (whole, or in overlapping tiles blended seam-free, see
-:mod:`ccat_tf.tiling`), crops the padding, decodes the output transform (so scene-linear HDR comes
-back unclipped) and writes the frame.
+``infer(model_file, input=..., frames=..., output=...)`` runs in three stages:
 
-Everything that can be checked is checked before the first frame is computed: the model loads
-safely, every input frame exists and has the channels the model was trained on, the output
-pattern has a frame token, supports the data type, and would not overwrite any input frame, and
-its folder is writable. Frames are written to a temporary name and renamed, so an aborted render
-never leaves a half-written frame.
+1. **pre-flight** (:func:`_preflight`, no TensorFlow): the model's metadata is read and checked,
+   every input frame exists and has the channels the model was trained on, the output pattern has
+   a frame token, supports the data type, would not overwrite any input frame, and its folder is
+   writable with room for a frame; partial frames an interrupted render left are removed.
+2. **load** (:func:`_load_model`): the .cat as a :class:`ccat_tf.model.Model` on its device, at
+   the precision asked for. Its ``predict`` is the pixel recipe (encode, pad, whole or tiled
+   network, crop, decode; see :mod:`ccat_tf.model`).
+3. **render** (:func:`_render`): frames are read and written by two background threads (a
+   read-ahead of two frames, a write-behind of two, :class:`_Pipeline`), so the network is rarely
+   idle waiting for disk; :class:`_Delivery` hands written frames to the hooks and the progress
+   bar. Frames are written to a temporary name and renamed, so an aborted render never leaves a
+   half-written frame; SIGTERM or Ctrl-C stops between frames (exit 75 or 130, one line).
 
-Reading and writing run in two background threads (a read-ahead of two frames, a write-behind of
-two), so the network is rarely idle waiting for disk. Hooks (the Python tab) and the progress bar
-run on the calling thread; ``after_frame_render`` and ``render_progress`` are called once a frame
-is safely on disk, which, because of the write-behind, may be after the next frame started.
+Hooks (the Python tab) and the progress bar run on the calling thread; ``after_frame_render`` and
+``render_progress`` are called once a frame is safely on disk, which, because of the
+write-behind, may be after the next frame started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import queue
@@ -30,25 +33,27 @@ import signal
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from ccat_tf import frames as framespec
-from ccat_tf import imageio, tiling, transform
+from ccat_tf import imageio, tiling
 from ccat_tf.atomic import check_free_space, error_from_text, free_bytes, remove_stale_temps
 from ccat_tf.errors import (
     CcatError,
     DataDirectoryError,
     DataSetError,
-    ModelFileError,
     SettingsError,
 )
 from ccat_tf.hooks import call_hooks, resolve_hooks
 from ccat_tf.settings import InferSettings
+
+if TYPE_CHECKING:
+    from ccat_tf.model import Model
+    from ccat_tf.model_info import ModelInfo
 
 HOOK_NAMES = (
     "before_render",
@@ -248,8 +253,8 @@ def _output_data_type(ext: str, requested: str, first: imageio.ImageInfo) -> str
     return first.format if first.format in allowed else allowed[0]
 
 
-def _output_names(meta: dict, merge_input: bool) -> list[str]:
-    names = [str(n) for n in meta["output_channels"]]
+def _output_names(info: ModelInfo, merge_input: bool) -> list[str]:
+    names = list(info.output_channels)
     if merge_input:
         if len(names) != 1:
             raise SettingsError(
@@ -325,96 +330,33 @@ def _choose_device(use_gpu: bool, notice: Callable[[str], None]) -> str:
     return "/CPU:0"
 
 
-def _check_metadata(meta: dict, model_file: str) -> dict:
-    """Channels and transforms from a .cat's metadata, checked; missing transforms are linear."""
-    for key in ("input_channels", "output_channels"):
-        value = meta.get(key)
-        if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
-            raise ModelFileError(
-                f"{model_file} has no valid {key} in its metadata; it was not written by ccat-tf train"
+def _load_model(r: _Render) -> Model:
+    """The network on its device, at the precision asked for, cutting frames as the settings say.
+
+    The slow TensorFlow part, run once pre-flight has passed."""
+    from ccat_tf.model import TileSettings, open_model
+
+    s, notice = r.settings, r.notice
+    device = _choose_device(s.use_gpu_if_available, notice)
+    tiles = TileSettings(s.tile_size, s.tile_overlap, s.batch_tiles)
+    model = open_model(s.model_file, device=device, tiles=tiles)
+    if s.optimize_for_speed_and_memory:
+        try:
+            model = model.half_precision()
+        except ValueError as err:  # the stored network is not the preset build_model makes
+            notice(
+                f"optimize_for_speed_and_memory: cannot rebuild the network ({err}); computing in float32"
             )
-    for key, channels in (
-        ("input_transform", "input_channels"),
-        ("output_transform", "output_channels"),
-    ):
-        n = len(meta[channels])
-        kinds = meta.get(key) or ["linear"] * n
-        if (
-            not isinstance(kinds, list)
-            or len(kinds) != n
-            or any(k not in transform.KINDS for k in kinds)
-        ):
-            raise ModelFileError(
-                f"{model_file}: {key} {kinds!r} does not match its {n} {channels}; the file is damaged"
-            )
-        meta[key] = kinds
-    return meta
-
-
-def _load(model_file: str, device: str):
-    """The network and its checked metadata, loaded onto ``device``."""
-    import tensorflow as tf
-
-    from ccat_tf import catfile
-
-    with tf.device(device):
-        model, meta = catfile.load_cat(model_file)
-    meta = _check_metadata(meta, model_file)
-    n_in = int(model.inputs[0].shape[-1])
-    n_out = int(model.outputs[0].shape[-1])
-    if n_in != len(meta["input_channels"]) or n_out != len(meta["output_channels"]):
-        raise ModelFileError(
-            f"{model_file}: the network has {n_in} inputs and {n_out} outputs but its metadata "
-            f"lists {len(meta['input_channels'])} and {len(meta['output_channels'])}; the file is "
-            "inconsistent"
-        )
-    return model, meta
-
-
-def _half_precision_model(model, meta: dict, device: str, notice: Callable[[str], None]):
-    """The same network with float16 compute (float32 output layer), or None if it cannot be."""
-    import tensorflow as tf
-
-    from ccat_tf.models import PRESETS, build_model
-
-    size = meta.get("model_size")
-    if size not in PRESETS:
-        notice(f"optimize_for_speed_and_memory: unknown model_size {size!r}; computing in float32")
-        return None
-    try:
-        with tf.device(device):
-            half = build_model(
-                int(model.inputs[0].shape[-1]),
-                int(model.outputs[0].shape[-1]),
-                size,
-                residual=bool(meta.get("residual", False)),
-                dtype_policy="mixed_float16",
-            )
-            half.set_weights(model.get_weights())
-    except ValueError as err:  # the stored network is not the preset build_model makes
+        else:
+            if device == "/CPU:0":
+                notice(f"optimize_for_speed_and_memory: {CPU_HALF_NOTE}")
+    needed = tiling.default_blend(model.profile).overlap
+    if model.blend.overlap < needed:
         notice(
-            f"optimize_for_speed_and_memory: cannot rebuild the network ({err}); computing in float32"
+            f"tile_overlap {model.blend.overlap} is less than this network's receptive field needs "
+            f"({needed}); tiles are feathered but may differ slightly from untiled output"
         )
-        return None
-    return half
-
-
-def _predictor(model, device: str) -> Callable[[np.ndarray], np.ndarray]:
-    import tensorflow as tf
-
-    channels = int(model.inputs[0].shape[-1])
-    with tf.device(device):
-        # One trace for every tile and frame size: no retracing when sizes change.
-        fn = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)],
-        )
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        with tf.device(device):
-            return fn(tf.constant(batch, tf.float32)).numpy()
-
-    return predict
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,6 +619,320 @@ class _Frame:
     non_finite: int
 
 
+# --------------------------------------------------------------------------------------------
+# the render: preflight -> load the model -> render the frames -> summary
+
+
+class _Notices:
+    """Notices of a render: kept for the summary, printed unless the progress bar is off."""
+
+    def __init__(self, echo: bool):
+        self.messages: list[str] = []
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.echo:
+            print(f"ccat-tf: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Render:
+    """What pre-flight decided: the frames, what to read and write, the hooks."""
+
+    settings: InferSettings
+    info: ModelInfo
+    jobs: list[_Job]
+    in_channels: list[str]
+    names: list[str]  #: channels written
+    data_type: str
+    merge_rgb_separately: bool  #: merge_input reads RGB apart from the model's input channels
+    hooks: dict[str, list]
+    notice: _Notices
+    t_start: float
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs)
+
+
+def _preflight(s: InferSettings, progress_bar: bool) -> _Render:
+    """Every check that needs no TensorFlow: bad input is reported in a second, not after a load.
+
+    Also removes partial frames an interrupted render of these frames left."""
+    from ccat_tf.model import read_info
+
+    t_start = time.perf_counter()
+    notice = _Notices(progress_bar)
+    hooks = {name: resolve_hooks(getattr(s, name), name) for name in HOOK_NAMES}
+    info = read_info(s.model_file)
+    in_channels = list(info.input_channels)
+    out_ext = os.path.splitext(s.output)[1].lower()
+    if out_ext not in imageio.SUPPORTED_EXTENSIONS:
+        raise SettingsError(
+            f"output {s.output}: unsupported extension {out_ext or '(none)'!r}; use one of "
+            f"{', '.join(imageio.SUPPORTED_EXTENSIONS)}"
+        )
+    names = _output_names(info, s.merge_input)
+    jobs = _plan_jobs(s)
+    first_info = _check_input_headers(jobs, in_channels, s.merge_input)
+    data_type = _output_data_type(out_ext, str(s.output_data_type).lower(), first_info)
+    _remove_partial_frames(jobs, notice)
+    _check_output(jobs, names, data_type, first_info)
+    merge_apart = s.merge_input and [c.upper() for c in in_channels[:3]] != ["R", "G", "B"]
+    return _Render(
+        s, info, jobs, in_channels, names, data_type, merge_apart, hooks, notice, t_start
+    )
+
+
+def _read_frame(r: _Render, job: _Job) -> _Frame:
+    """Reader thread: one input frame, NaN/inf replaced, and the RGB merge_input needs."""
+    pixels, info = imageio.read_image_with_info(job.input_path, r.in_channels)
+    rgb = None
+    if r.settings.merge_input:
+        if r.merge_rgb_separately:
+            rgb = imageio.read_image(job.input_path, "rgb")
+        else:
+            rgb = pixels[..., :3].copy()
+    bad = _sanitize(pixels)
+    return _Frame(job, pixels, rgb, info, bad)
+
+
+def _write_result(r: _Render, item) -> tuple[_Job, float]:
+    """Writer thread: one output frame, whole or not at all."""
+    job, pixels, info = item
+    t0 = time.perf_counter()
+    _write_checked(job.output_path, pixels, r.names, r.data_type, info)
+    return job, time.perf_counter() - t0
+
+
+class _Pipeline:
+    """The reader and writer threads and their queues (read-ahead and write-behind)."""
+
+    def __init__(self, r: _Render):
+        self.read_in: queue.Queue = queue.Queue()
+        self.read_out: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        self.write_in: queue.Queue = queue.Queue(maxsize=WRITE_BEHIND)
+        self.write_out: queue.Queue = queue.Queue()
+        self.reader = _Worker(
+            "ccat-infer-read", self.read_in, self.read_out, functools.partial(_read_frame, r)
+        )
+        self.writer = _Worker(
+            "ccat-infer-write", self.write_in, self.write_out, functools.partial(_write_result, r)
+        )
+        for job in r.jobs:
+            self.read_in.put(job)
+        self.read_in.put(None)
+
+    def start(self) -> None:
+        self.reader.start()
+        self.writer.start()
+
+    def next_frame(self) -> _Frame:
+        item = self.read_out.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def write(self, item) -> None:
+        """Hand a result (or None: no more) to the writer; waits while the queue is full."""
+        _put(self.write_in, item, self.writer.stop)
+
+    def close(self) -> None:
+        """Unblock both threads whatever happened (a stopped worker drains its queue, so the put
+        succeeds); they are daemons, so a stuck disk cannot hang the caller. A writer told to stop
+        still finishes (or abandons, removing its temporary file) the frame in hand."""
+        self.reader.stop.set()
+        for q in (self.read_in, self.write_in):
+            with contextlib.suppress(queue.Full):
+                q.put(None, timeout=5)
+        self.reader.join(timeout=5)
+        self.writer.join(timeout=60)
+
+
+class _Delivery:
+    """Frames safely on disk: the written list, the progress bar, the per-frame hooks."""
+
+    def __init__(self, r: _Render, pipe: _Pipeline, progress_bar: bool):
+        self.r, self.pipe = r, pipe
+        self.bar = FrameProgress(r.total, enabled=progress_bar)
+        self.written: list[str] = []
+        self.started: dict[int, float] = {}  #: job index -> when its computation began
+
+    def drain(self, block_until: int = 0) -> None:
+        """Deliver written frames: wait for ``block_until`` of them, then take what is ready.
+        A failed write is raised here, so the render stops before the next frame."""
+        while len(self.written) < block_until:
+            self._finish(self.pipe.write_out.get())
+        while True:
+            try:
+                self._finish(self.pipe.write_out.get_nowait())
+            except queue.Empty:
+                return
+
+    def _finish(self, result) -> None:
+        if isinstance(result, BaseException):
+            raise result
+        job, _ = result
+        r, hooks = self.r, self.r.hooks
+        self.written.append(job.output_path)
+        done = len(self.written)
+        fps, left = self.bar.rate(done)
+        call_hooks(
+            "after_frame_render",
+            hooks["after_frame_render"],
+            frame=job.frame,
+            index=job.index,
+            total=r.total,
+            path=job.output_path,
+            input_path=job.input_path,
+            seconds=time.perf_counter() - self.started.get(job.index, r.t_start),
+        )
+        self.bar.update(done, job.frame)
+        call_hooks(
+            "render_progress",
+            hooks["render_progress"],
+            frame=job.frame,
+            index=job.index,
+            total=r.total,
+            done=done,
+            progress=done / r.total,
+            path=job.output_path,
+            fps=fps,
+            eta_seconds=left,
+        )
+
+
+def _compute(r: _Render, model: Model, frame: _Frame) -> np.ndarray:
+    """One output frame: the model's recipe, plus the input RGB for merge_input."""
+    h, w = frame.pixels.shape[:2]
+    if (h, w) not in model.plans:
+        _announce_tiles(r, model, h, w)
+    result = model.predict(frame.pixels)
+    if frame.rgb is not None:
+        result = np.concatenate([frame.rgb, result], axis=-1)
+    return result
+
+
+def _announce_tiles(r: _Render, model: Model, h: int, w: int) -> None:
+    plan = model.plan_for(h, w)
+    if plan.tiled:
+        how = f"auto from {model.budget_source}" if model.tiles.tile_size == "auto" else "tile_size"
+        r.notice(
+            f"{w}x{h} frames: {plan.count} tiles of {plan.tile_width}x{plan.tile_height} "
+            f"({how}), overlap {model.blend.overlap} px, {model.tiles.batch_tiles} per batch, "
+            f"{plan.overhead():.2f}x pixels computed"
+        )
+
+
+def _render_frames(
+    r: _Render, model: Model, pipe: _Pipeline, out: _Delivery, stop: _StopOnSignal
+) -> int:
+    """The frame loop on the calling thread; returns the count of non-finite input values.
+
+    Stops between frames after a signal; the frames computed are still written, whole."""
+    non_finite = queued = 0
+    for job in r.jobs:
+        out.drain()  # a failed write stops the render before the next frame is computed
+        if stop.received:
+            break
+        frame = pipe.next_frame()
+        if frame.non_finite:
+            non_finite += frame.non_finite
+            r.notice(
+                f"frame {job.frame}: {frame.non_finite} NaN/infinite input values "
+                "replaced (NaN by 0)"
+            )
+        out.started[job.index] = time.perf_counter()
+        call_hooks(
+            "before_frame_render",
+            r.hooks["before_frame_render"],
+            frame=job.frame,
+            index=job.index,
+            total=r.total,
+            input_path=job.input_path,
+            path=job.output_path,
+        )
+        pipe.write((job, _compute(r, model, frame), frame.info))
+        queued += 1
+        out.drain()
+    pipe.write(None)
+    out.drain(queued)
+    return non_finite
+
+
+def _render(r: _Render, model: Model, progress_bar: bool) -> dict[str, Any]:
+    """Start the threads, call the render hooks, run the frame loop, return the summary."""
+    s = r.settings
+    call_hooks(
+        "before_render",
+        r.hooks["before_render"],
+        model_file=s.model_file,
+        input=s.input,
+        output=s.output,
+        frames=[j.frame for j in r.jobs],
+        total=r.total,
+        settings={k: v for k, v in s.to_dict().items() if k not in HOOK_NAMES},
+    )
+    pipe = _Pipeline(r)
+    out = _Delivery(r, pipe, progress_bar)
+    pipe.start()
+    out.bar.t0 = time.perf_counter()
+    with _StopOnSignal() as stop:
+        try:
+            non_finite = _render_frames(r, model, pipe, out, stop)
+        except BaseException:
+            pipe.writer.stop.set()
+            raise
+        finally:
+            out.bar.close(len(out.written))
+            pipe.close()
+    if stop.received and len(out.written) < r.total:
+        raise _interrupted(stop.received, s, r.jobs, out.written)
+    summary = _summary(r, model, out, non_finite)
+    call_hooks(
+        "after_render",
+        r.hooks["after_render"],
+        frames=[j.frame for j in r.jobs],
+        total=r.total,
+        output=s.output,
+        paths=list(out.written),
+        seconds=summary["seconds"],
+        fps=summary["fps"],
+    )
+    return summary
+
+
+def _summary(r: _Render, model: Model, out: _Delivery, non_finite: int) -> dict[str, Any]:
+    s = r.settings
+    render_seconds = time.perf_counter() - out.bar.t0
+    return {
+        "model_file": os.fspath(s.model_file),
+        "input": s.input,
+        "output": s.output,
+        "frames": r.total,
+        "paths": out.written,
+        "seconds": time.perf_counter() - r.t_start,
+        "fps": r.total / render_seconds if render_seconds > 0 else 0.0,
+        "device": model.device,
+        "precision": model.precision,
+        "data_type": r.data_type,
+        "channels": r.names,
+        "tiling": {
+            f"{w}x{h}": {
+                "tiles": p.count,
+                "tile_size": [p.tile_width, p.tile_height],
+                "overlap": model.blend.overlap,
+                "receptive_field_radius": model.profile.radius,
+            }
+            for (h, w), p in model.plans.items()
+        },
+        "non_finite_inputs": non_finite,
+        "notices": r.notice.messages,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
 def infer(
     model_file: str | os.PathLike | None = None,
     input: str | None = None,  # noqa: A002 - the Inference node's name for it
@@ -704,299 +960,19 @@ def infer(
     user can fix; frames already written stay complete, none is ever half-written.
     ``progress_bar=False`` also silences the notices (they are still in the summary).
     """
-    s = _settings_from(
-        settings,
-        {
-            "model_file": os.fspath(model_file) if model_file is not None else None,
-            "input": input,
-            "frames": framespec.format_frames(list(frames))
-            if frames is not None and not isinstance(frames, str | int)
-            else frames,
-            "output": output,
-        },
-        kw,
-    )
-    _check_settings(s)
-    t_start = time.perf_counter()
-    notices: list[str] = []
-
-    def notice(message: str) -> None:
-        notices.append(message)
-        if progress_bar:
-            print(f"ccat-tf: {message}", file=sys.stderr, flush=True)
-
-    hooks = {name: resolve_hooks(getattr(s, name), name) for name in HOOK_NAMES}
-    from ccat_tf.catfile import read_metadata
-
-    # Metadata first (no TensorFlow needed): bad input is reported in a second, not after a load.
-    meta_preview = _check_metadata(read_metadata(s.model_file), s.model_file)
-    in_channels = [str(c) for c in meta_preview.get("input_channels") or []]
-    out_ext = os.path.splitext(s.output)[1].lower()
-    if out_ext not in imageio.SUPPORTED_EXTENSIONS:
-        raise SettingsError(
-            f"output {s.output}: unsupported extension {out_ext or '(none)'!r}; use one of "
-            f"{', '.join(imageio.SUPPORTED_EXTENSIONS)}"
-        )
-    names = _output_names(meta_preview, s.merge_input)
-    merge_rgb_separately = s.merge_input and [c.upper() for c in in_channels[:3]] != ["R", "G", "B"]
-    jobs = _plan_jobs(s)
-    first_info = _check_input_headers(jobs, in_channels, s.merge_input)
-    data_type = _output_data_type(out_ext, str(s.output_data_type).lower(), first_info)
-    _remove_partial_frames(jobs, notice)
-    _check_output(jobs, names, data_type, first_info)
-
-    # Pre-flight done: now the (slow) TensorFlow part.
-    device = _choose_device(s.use_gpu_if_available, notice)
-    model, meta = _load(s.model_file, device)
-    profile = tiling.profile_model(model)
-    divisor = max(int(meta.get("divisor") or 1), profile.divisor)
-    precision = "float32"
-    net = model
-    if s.optimize_for_speed_and_memory:
-        half = _half_precision_model(model, meta, device, notice)
-        if half is not None:
-            net, precision = half, "mixed_float16"
-            if device == "/CPU:0":
-                notice(f"optimize_for_speed_and_memory: {CPU_HALF_NOTE}")
-    predict = _predictor(net, device)
-    if s.tile_overlap == "auto":
-        blend = tiling.default_blend(profile)
-    else:
-        blend = tiling.blend_for_overlap(int(s.tile_overlap), profile)
-        needed = tiling.default_blend(profile).overlap
-        if blend.overlap < needed:
-            notice(
-                f"tile_overlap {blend.overlap} is less than this network's receptive field needs "
-                f"({needed}); tiles are feathered but may differ slightly from untiled output"
-            )
-    budget, budget_source = tiling.free_memory_bytes(device != "/CPU:0")
-    dtype_bytes = 4 if precision == "float32" else 3  # mixed: measured ~2/3 of float32's memory
-    plans: dict[tuple[int, int], tiling.TilePlan] = {}
-
-    def plan_for(h: int, w: int) -> tiling.TilePlan:
-        ph, pw = h + (-h) % divisor, w + (-w) % divisor
-        if (h, w) not in plans:
-            if s.tile_size == "auto":
-                size = tiling.auto_tile_shape(
-                    profile,
-                    ph,
-                    pw,
-                    blend,
-                    batch_tiles=s.batch_tiles,
-                    budget_bytes=budget,
-                    dtype_bytes=dtype_bytes,
-                )
-                how = f"auto from {budget_source}"
-            else:
-                size, how = int(s.tile_size), "tile_size"
-            plan = tiling.plan_tiles(ph, pw, size, blend, divisor)
-            plans[(h, w)] = plan
-            if plan.tiled:
-                notice(
-                    f"{w}x{h} frames: {plan.count} tiles of {plan.tile_width}x{plan.tile_height} "
-                    f"({how}), overlap {blend.overlap} px, {s.batch_tiles} per batch, "
-                    f"{plan.overhead():.2f}x pixels computed"
-                )
-        return plans[(h, w)]
-
-    in_kinds, out_kinds = meta["input_transform"], meta["output_transform"]
-
-    def read(job: _Job) -> _Frame:
-        pixels, info = imageio.read_image_with_info(job.input_path, in_channels)
-        rgb = None
-        if s.merge_input:
-            rgb = (
-                imageio.read_image(job.input_path, "rgb")
-                if merge_rgb_separately
-                else pixels[..., :3].copy()
-            )
-        bad = _sanitize(pixels)
-        return _Frame(job, pixels, rgb, info, bad)
-
-    def write(item) -> tuple[_Job, float]:
-        job, pixels, info = item
-        t0 = time.perf_counter()
-        _write_checked(job.output_path, pixels, names, data_type, info)
-        return job, time.perf_counter() - t0
-
-    read_in: queue.Queue = queue.Queue()
-    read_out: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
-    write_in: queue.Queue = queue.Queue(maxsize=WRITE_BEHIND)
-    write_out: queue.Queue = queue.Queue()
-    reader = _Worker("ccat-infer-read", read_in, read_out, read)
-    writer = _Worker("ccat-infer-write", write_in, write_out, write)
-    for job in jobs:
-        read_in.put(job)
-    read_in.put(None)
-
-    total = len(jobs)
-    bar = FrameProgress(total, enabled=progress_bar)
-    written: list[str] = []
-    frame_started: dict[int, float] = {}
-
-    def finish(result) -> None:
-        if isinstance(result, BaseException):
-            raise result
-        job, _ = result
-        written.append(job.output_path)
-        done = len(written)
-        fps, left = bar.rate(done)
-        call_hooks(
-            "after_frame_render",
-            hooks["after_frame_render"],
-            frame=job.frame,
-            index=job.index,
-            total=total,
-            path=job.output_path,
-            input_path=job.input_path,
-            seconds=time.perf_counter() - frame_started.get(job.index, t_start),
-        )
-        bar.update(done, job.frame)
-        call_hooks(
-            "render_progress",
-            hooks["render_progress"],
-            frame=job.frame,
-            index=job.index,
-            total=total,
-            done=done,
-            progress=done / total,
-            path=job.output_path,
-            fps=fps,
-            eta_seconds=left,
-        )
-
-    def drain(block_until: int) -> None:
-        while len(written) < block_until:
-            finish(write_out.get())
-        while True:
-            try:
-                finish(write_out.get_nowait())
-            except queue.Empty:
-                return
-
-    call_hooks(
-        "before_render",
-        hooks["before_render"],
-        model_file=s.model_file,
-        input=s.input,
-        output=s.output,
-        frames=[j.frame for j in jobs],
-        total=total,
-        settings={k: v for k, v in s.to_dict().items() if k not in HOOK_NAMES},
-    )
-    non_finite = 0
-    queued = 0
-    reader.start()
-    writer.start()
-    bar.t0 = time.perf_counter()
-    with _StopOnSignal() as stop:
-        try:
-            for job in jobs:
-                drain(0)  # a failed write stops the render before the next frame is computed
-                if stop.received:
-                    break
-                item = read_out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                frame: _Frame = item
-                if frame.non_finite:
-                    non_finite += frame.non_finite
-                    notice(
-                        f"frame {job.frame}: {frame.non_finite} NaN/infinite input values "
-                        "replaced (NaN by 0)"
-                    )
-                frame_started[job.index] = time.perf_counter()
-                call_hooks(
-                    "before_frame_render",
-                    hooks["before_frame_render"],
-                    frame=job.frame,
-                    index=job.index,
-                    total=total,
-                    input_path=job.input_path,
-                    path=job.output_path,
-                )
-                h, w = frame.pixels.shape[:2]
-                plan = plan_for(h, w)
-                x = tiling.pad_to_divisor(transform.encode(frame.pixels, in_kinds), divisor)
-                y = tiling.predict_tiled(predict, x, plan, len(out_kinds), s.batch_tiles)
-                result = transform.decode(y[:h, :w], out_kinds)
-                if frame.rgb is not None:
-                    result = np.concatenate([frame.rgb, result], axis=-1)
-                _put(write_in, (job, result, frame.info), writer.stop)
-                queued += 1
-                drain(0)
-            _put(write_in, None, writer.stop)
-            drain(queued)  # after a signal too: the frames computed are written, whole
-        except BaseException:
-            writer.stop.set()
-            raise
-        finally:
-            # Unblock both threads whatever happened (a stopped worker drains its queue, so the
-            # put succeeds); they are daemons, so a stuck disk cannot hang the caller. A writer
-            # told to stop still finishes (or abandons, removing its temporary file) the frame
-            # in hand.
-            reader.stop.set()
-            for q in (read_in, write_in):
-                with contextlib.suppress(queue.Full):
-                    q.put(None, timeout=5)
-            bar.close(len(written))
-            reader.join(timeout=5)
-            writer.join(timeout=60)
-    if stop.received and len(written) < total:
-        raise _interrupted(stop.received, s, jobs, written)
-    seconds = time.perf_counter() - t_start
-    render_seconds = time.perf_counter() - bar.t0
-    summary = {
-        "model_file": os.fspath(s.model_file),
-        "input": s.input,
-        "output": s.output,
-        "frames": total,
-        "paths": written,
-        "seconds": seconds,
-        "fps": total / render_seconds if render_seconds > 0 else 0.0,
-        "device": device,
-        "precision": precision,
-        "data_type": data_type,
-        "channels": names,
-        "tiling": {
-            f"{w}x{h}": {
-                "tiles": p.count,
-                "tile_size": [p.tile_width, p.tile_height],
-                "overlap": blend.overlap,
-                "receptive_field_radius": profile.radius,
-            }
-            for (h, w), p in plans.items()
-        },
-        "non_finite_inputs": non_finite,
-        "notices": notices,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    if frames is not None and not isinstance(frames, str | int):
+        frames = framespec.format_frames(list(frames))
+    fixed = {
+        "model_file": os.fspath(model_file) if model_file is not None else None,
+        "input": input,
+        "frames": frames,
+        "output": output,
     }
-    call_hooks(
-        "after_render",
-        hooks["after_render"],
-        frames=[j.frame for j in jobs],
-        total=total,
-        output=s.output,
-        paths=list(written),
-        seconds=seconds,
-        fps=summary["fps"],
-    )
-    return summary
+    s = _settings_from(settings, fixed, kw)
+    _check_settings(s)
+    render = _preflight(s, progress_bar)
+    model = _load_model(render)
+    return _render(render, model, progress_bar)
 
 
-__all__ = ["infer", "FrameProgress", "HOOK_NAMES", "CPU_HALF_NOTE"]
-
-
-class _CallableModule(types.ModuleType):
-    """Calling the module ``ccat_tf.infer`` calls the function :func:`infer`.
-
-    ``ccat_tf.infer(...)`` is the public API (exported lazily by ``ccat_tf/__init__.py``), but
-    importing this submodule makes Python bind the package attribute ``ccat_tf.infer`` to the
-    module, shadowing the function; this keeps both spellings working.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return infer(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+__all__ = ["infer", "FrameProgress", "HOOK_NAMES", "CPU_HALF_NOTE", "InferInterrupted"]

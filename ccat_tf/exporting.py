@@ -9,9 +9,10 @@ outputs in encoded form. Exports keep that contract and describe it, so another 
 
 * ``serve`` (also ``serving_default``): the bare network, training space in and out; height and
   width must be multiples of ``divisor``;
-* ``serve_pixels``: the whole Inference recipe for one untiled frame: encode the input transform,
-  reflect-pad the bottom/right to the divisor, run the network, crop, decode the output transform.
-  Pixels in (as read from the file), pixels out. Height and width must be larger than the
+* ``serve_pixels``: the whole Inference recipe for one untiled frame, the graph of
+  :meth:`ccat_tf.model.Model.pixel_function` (the function ccat_tf's own paths are tested
+  against): encode the input transform, reflect-pad the bottom/right to the divisor, run the
+  network, crop, decode the output transform. Pixels in (as read from the file), pixels out. Height and width must be larger than the
   padding (``divisor - 1``); frames too big for memory need ``ccat-tf infer``, which tiles.
 
 The .cat's metadata is copied to ``assets.extra/ccat.json`` (TF Serving's place for extra files).
@@ -31,12 +32,10 @@ import contextlib
 import json
 import os
 import shutil
-import sys
-import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccat_tf.atomic import (
     TEMP_MARK,
@@ -48,9 +47,10 @@ from ccat_tf.atomic import (
 )
 from ccat_tf.errors import SettingsError
 
+if TYPE_CHECKING:
+    from ccat_tf.model import Model
+
 FORMATS = ("savedmodel", "onnx")
-#: Largest magnitude fed to exp when decoding the log shaper (as ``transform.decode`` clamps).
-_MAX_LOG = 80.0
 
 
 def default_output(model_file: str | os.PathLike, format: str) -> Path:  # noqa: A002
@@ -61,37 +61,10 @@ def default_output(model_file: str | os.PathLike, format: str) -> Path:  # noqa:
     return model_file.with_name(model_file.stem + "_savedmodel")
 
 
-def _pixel_function(model, meta: dict[str, Any]):
-    """A tf function: pixels -> pixels, with the stored transforms and divisor padding."""
+def _signature(model: Model):
     import tensorflow as tf
 
-    divisor = int(meta.get("divisor") or 1)
-    n_in = int(model.inputs[0].shape[-1])
-    n_out = int(model.outputs[0].shape[-1])
-    log_in = [k == "log" for k in meta.get("input_transform") or ["linear"] * n_in]
-    log_out = [k == "log" for k in meta.get("output_transform") or ["linear"] * n_out]
-
-    def pixels(x):
-        # The masks are made inside the traced function: captured eager tensors would become
-        # extra inputs of the ONNX graph.
-        log_in_mask, log_out_mask = tf.constant(log_in), tf.constant(log_out)
-        # sign(x) * log(1 + |x|) written with plain ops (not log1p/expm1) so that every
-        # converter, tf2onnx included, maps them; the float32 difference is < 1e-7.
-        encoded = tf.where(log_in_mask, tf.sign(x) * tf.math.log(1.0 + tf.abs(x)), x)
-        h, w = tf.shape(x)[1], tf.shape(x)[2]
-        ph, pw = (divisor - h % divisor) % divisor, (divisor - w % divisor) % divisor
-        padded = tf.pad(encoded, [[0, 0], [0, ph], [0, pw], [0, 0]], mode="REFLECT")
-        y = model(padded, training=False)[:, :h, :w, :]
-        decoded = tf.sign(y) * (tf.exp(tf.minimum(tf.abs(y), _MAX_LOG)) - 1.0)
-        return tf.where(log_out_mask, decoded, y)
-
-    return pixels
-
-
-def _signature(model):
-    import tensorflow as tf
-
-    channels = int(model.inputs[0].shape[-1])
+    channels = len(model.info.input_channels)
     return [tf.TensorSpec([None, None, None, channels], tf.float32, name="image")]
 
 
@@ -108,15 +81,16 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _export_savedmodel(model, meta: dict[str, Any], output: Path) -> None:
+def _export_savedmodel(model: Model, output: Path) -> None:
     import keras
 
+    net, meta = model.net, model.info.to_json()
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(net)
     signature = _signature(model)
     # The first endpoint becomes "serving_default".
-    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=signature)
-    archive.add_endpoint("serve_pixels", _pixel_function(model, meta), input_signature=signature)
+    archive.add_endpoint("serve", lambda x: net(x, training=False), input_signature=signature)
+    archive.add_endpoint("serve_pixels", model.pixel_function(), input_signature=signature)
     tmp = output.with_name(f"{TEMP_MARK}{os.getpid()}-{output.name}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -147,14 +121,15 @@ def _disk_errors(output: Path) -> Iterator[None]:
         raise failure from None
 
 
-def _export_onnx(model, meta: dict[str, Any], output: Path, pixels: bool) -> None:
+def _export_onnx(model: Model, output: Path, pixels: bool) -> None:
     import onnx
     import tensorflow as tf
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
     signature = _signature(model)
-    fn = _pixel_function(model, meta) if pixels else (lambda x: model(x, training=False))
+    net, info = model.net, model.info
+    fn = model.pixel_function() if pixels else (lambda x: net(x, training=False))
     concrete = tf.function(fn, input_signature=signature)
     with warnings.catch_warnings():
         # Keras' own ONNX export patches tf2onnx for NumPy 2 the same way before converting; the
@@ -163,12 +138,12 @@ def _export_onnx(model, meta: dict[str, Any], output: Path, pixels: bool) -> Non
         patch_tf2onnx()
         proto, _ = tf2onnx.convert.from_function(concrete, input_signature=signature)
     props = {
-        "ccat.json": json.dumps(meta, sort_keys=True, default=str),
-        "input_channels": ",".join(meta.get("input_channels", [])),
-        "output_channels": ",".join(meta.get("output_channels", [])),
-        "input_transform": ",".join(meta.get("input_transform", [])),
-        "output_transform": ",".join(meta.get("output_transform", [])),
-        "divisor": str(meta.get("divisor", "")),
+        "ccat.json": json.dumps(info.to_json(), sort_keys=True, default=str),
+        "input_channels": ",".join(info.input_channels),
+        "output_channels": ",".join(info.output_channels),
+        "input_transform": ",".join(info.input_transform),
+        "output_transform": ",".join(info.output_transform),
+        "divisor": str(model.divisor),
         "space": "pixels" if pixels else "training",
     }
     onnx.helper.set_model_props(proto, props)
@@ -190,7 +165,7 @@ def export(
     the bare training-space network. Returns the output path. The model is loaded with the same
     safety checks as inference; an existing output is replaced only once the new one is complete.
     """
-    from ccat_tf import catfile
+    from ccat_tf.model import open_model
     from ccat_tf.outputs import Input, check_output, check_savedmodel_output
 
     fmt = str(format).lower().replace("_", "").replace("-", "")
@@ -202,15 +177,13 @@ def export(
         check_output(out, "onnx", model_input)
     else:
         check_savedmodel_output(out, model_input)
-    model, meta = catfile.load_cat(model_file)
-    meta = dict(meta)
-    meta.setdefault("divisor", 1)
+    model = open_model(model_file)
     # What an export of the same output killed mid-write left (a temporary file or folder).
     remove_stale_temps(out.parent, {out.name})
     if fmt == "savedmodel":
-        _export_savedmodel(model, meta, out)
+        _export_savedmodel(model, out)
     else:
-        _export_onnx(model, meta, out, pixels)
+        _export_onnx(model, out, pixels)
     return out
 
 
@@ -219,18 +192,3 @@ def load_savedmodel_metadata(path: str | os.PathLike) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         return json.loads((Path(path) / "assets.extra" / "ccat.json").read_text())
     return {}
-
-
-class _CallableModule(types.ModuleType):
-    """Calling the module ``ccat_tf.export`` calls the function :func:`export`.
-
-    ``ccat_tf.export(...)`` is the public API (exported lazily by ``ccat_tf/__init__.py``), but
-    importing this submodule makes Python bind the package attribute ``ccat_tf.export`` to the
-    module, shadowing the function; this keeps both spellings working.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
