@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -198,26 +199,44 @@ class Run:
     peak: int  # bytes (the child's own peak RSS, from wait4's rusage)
 
 
+# Runs argv[2:] and writes its rusage (CPU seconds, peak RSS in KiB) to argv[1]. A small process
+# of its own: on Linux a child's ru_maxrss also counts the process it was forked from (pytest's,
+# which holds TensorFlow and grows over a session), so measuring pytest's child directly would
+# report pytest's memory.
+LAUNCH = """
+import json, resource, subprocess, sys
+code = subprocess.run(sys.argv[2:]).returncode
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(json.dumps([u.ru_utime + u.ru_stime, u.ru_maxrss]))
+sys.exit(code)
+"""
+
+
 def run_measured(argv: list[str], cwd: Path, timeout: float = 60) -> Run:
-    """Run argv; kill it past `timeout` (a regression must not eat the machine)."""
+    """Run argv; kill it (its whole process group) past `timeout`: a regression must not eat
+    the machine."""
     out_file = cwd.parent / f".{cwd.name}.out"  # beside, not inside, the hashed folder
+    usage_file = cwd.parent / f".{cwd.name}.usage"
     with open(out_file, "w+b") as out:
         start = time.perf_counter()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        timer = threading.Timer(timeout, proc.kill)
+        cmd = [sys.executable, "-c", LAUNCH, str(usage_file), *map(str, argv)]
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         finally:
             timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         out.seek(0)
         text = out.read().decode(errors="replace")
     out_file.unlink()
-    peak = usage.ru_maxrss * 1024  # KiB on Linux
-    return Run(proc.returncode, text, usage.ru_utime + usage.ru_stime, wall, peak)
+    cpu, peak_kib = json.loads(usage_file.read_text()) if usage_file.exists() else (timeout, 0)
+    usage_file.unlink(missing_ok=True)
+    return Run(proc.returncode, text, cpu, wall, peak_kib * 1024)
 
 
 def snapshot(root: Path) -> dict[str, str]:
