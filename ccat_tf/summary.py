@@ -214,9 +214,7 @@ def _damage_notices(path: Path, found) -> list[str]:
             "read what came before it"
         )
     if found.gave_up_at is not None:
-        notes.append(
-            f"{path} is damaged from byte {found.gave_up_at} on; read what came before it"
-        )
+        notes.append(f"{path} is damaged from byte {found.gave_up_at} on; read what came before it")
     return notes
 
 
