@@ -196,5 +196,5 @@ def test_overview_and_the_workflow_show_the_same_image(tmp_path):
     out = overview([tmp_path], tmp_path / "overview.png", labels=["A"])
     img = pixels(out)
     assert bbox(img, (255, 0, 0))[4] > 0 and not (img == (0, 0, 255)).all(axis=-1).any()
-    copied = copy_latest_image(tmp_path, "contact", tmp_path / "sheet.png", tmp_path / "log")
+    copied = copy_latest_image(tmp_path, "contact", tmp_path / "sheet.png")
     assert copied.name == "run2.contact.step0000200.png"

@@ -316,21 +316,26 @@ def touch(path: Path, mtime: float) -> Path:
     return path
 
 
-def test_copy_latest_image_takes_the_latest_runs_highest_step(tmp_path):
+def test_copy_latest_image_takes_the_latest_runs_highest_step(tmp_path, capsys):
     train = tmp_path / "train"
     train.mkdir()
     touch(train / "run1.contact.step0000900.png", 3000)  # the old run: newer file dates
     touch(train / "run2.contact.step0000100.png", 1000)
     touch(train / "run2.contact.step0000200.png", 900)
-    (train / "runs.json").write_text(
-        json.dumps({"runs": [{"id": 1, "name": "run1"}, {"id": 2, "name": "run2"}]})
-    )
-    out, log = tmp_path / "contact_sheet.png", tmp_path / "log"
-    src = images.copy_latest_image(train, "contact", out, log)
+    runs = [{"id": 1, "name": "run1"}, {"id": 2, "name": "run2"}]
+    (train / "runs.json").write_text(json.dumps({"runs": runs}))
+    out = tmp_path / "contact_sheet.png"
+    src = images.copy_latest_image(train, "contact", out)
     assert src.name == "run2.contact.step0000200.png"
     assert out.read_bytes() == b"run2.contact.step0000200.png"
-    assert "run2.contact.step0000200.png" in log.read_text()
-    one_line_error(images.copy_latest_image, train, "preview", out, log, match="no preview image")
+    one_line_error(images.copy_latest_image, train, "preview", out, match="no preview image")
+    # the contact_sheet and preview rules' command
+    assert images.main([str(train), "contact", str(tmp_path / "again.png")]) == 0
+    assert "run2.contact.step0000200.png to " in capsys.readouterr().out
+    assert images.main([str(train), "preview", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ccat-tf: error: no preview image") and err.count("\n") == 1
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_gather_frames_links_every_chunk_and_counts(tmp_path):

@@ -1,15 +1,18 @@
 """Jobs of the workflow that handle images: the latest contact sheet / preview, gathering the
 inference chunks' frames into one folder, and the output_samples rule's oiiotool line.
 
-``copy_latest_image`` and ``gather_frames`` run inside the Snakemake process (``run:`` rules),
-so they import nothing heavy until called.
+``gather_frames`` runs inside the Snakemake process (the infer rule's ``run:``), so this module
+imports nothing heavy; the contact_sheet and preview rules run
+``python -m ccat_tf.workflow.images DIR KIND OUTPUT`` (:func:`main`) in their environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,14 +25,14 @@ def copy_latest_image(
     directory: str | os.PathLike,
     kind: str,
     output: str | os.PathLike,
-    log: str | os.PathLike,
     error: type[Exception] = ConfigError,
 ) -> Path:
-    """Copy the Data Directory's newest ``kind`` image (``contact`` or ``preview``) to ``output``.
+    """Copy the Data Directory's newest ``kind`` image (``contact`` or ``preview``) to ``output``;
+    return the image copied.
 
     "Newest" is :func:`ccat_tf.contact_sheet.newest_image`, the same image ``ccat-tf overview``
-    shows: the latest run's highest step. Writes one line to ``log``; raises ``error`` when the
-    Data Directory holds no such image.
+    shows: the latest run's highest step. Raises ``error`` when the Data Directory holds no such
+    image.
     """
     from ccat_tf.contact_sheet import newest_image  # numpy: only when the job runs
 
@@ -37,8 +40,26 @@ def copy_latest_image(
     if src is None:
         raise error(f"no {kind} image (*.{kind}.step*.png) in {directory}")
     shutil.copyfile(src, output)
-    Path(log).write_text(f"copied {src} to {output}\n")
     return src
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ccat_tf.workflow.images DIR KIND OUTPUT``: copy the newest image (see
+    :func:`copy_latest_image`), report it on stdout; a problem is one line on stderr, exit 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ccat_tf.workflow.images", description=main.__doc__
+    )
+    parser.add_argument("data_directory")
+    parser.add_argument("kind", choices=("contact", "preview"))
+    parser.add_argument("output")
+    args = parser.parse_args(argv)
+    try:
+        src = copy_latest_image(args.data_directory, args.kind, args.output)
+    except (ConfigError, OSError) as err:
+        print(f"ccat-tf: error: {err}", file=sys.stderr)
+        return 2
+    print(f"copied {src} to {args.output}")
+    return 0
 
 
 def gather_frames(
@@ -109,3 +130,7 @@ def samples_command(
             args += ["--resize", "480x0"]
     args += ["--mosaic:pad=4", f"{len(frames)}x2", "-d", "uint8", "-o", png]
     return shlex.join(["oiiotool"] + args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -50,8 +50,10 @@ rule graph:
         "python -m ccat_tf graph {input.csv:q} --output {output.png:q} > {log:q} 2>&1"
 
 
-# The Data Directory is not an output (see train.smk), so these copy its newest images to
-# fixed names the report and the user can point at.
+# The Data Directory is not an output (see train.smk), so these copy its newest images (the
+# latest run's highest step: ccat_tf.contact_sheet.newest_image, as `ccat-tf overview` shows) to
+# fixed names the report and the user can point at. A command, not a `run:` block: it needs
+# numpy, which the environment running Snakemake may lack.
 rule contact_sheet:
     input:
         model="results/{shot}/model.cat",
@@ -67,16 +69,13 @@ rule contact_sheet:
         "logs/contact_sheet/{shot}.log",
     benchmark:
         "results/benchmarks/contact_sheet/{shot}.tsv"
+    conda:
+        "../../envs/ccat_tf-cpu.yaml"
     params:
         data_directory=plan.train_directory,
-    run:
-        images.copy_latest_image(
-            params.data_directory,
-            "contact",
-            output.png,
-            log[0],
-            error=WorkflowError,
-        )
+    shell:
+        "python -m ccat_tf.workflow.images {params.data_directory:q} contact"
+        " {output.png:q} > {log:q} 2>&1"
 
 
 rule preview:
@@ -94,16 +93,13 @@ rule preview:
         "logs/preview/{shot}.log",
     benchmark:
         "results/benchmarks/preview/{shot}.tsv"
+    conda:
+        "../../envs/ccat_tf-cpu.yaml"
     params:
         data_directory=plan.train_directory,
-    run:
-        images.copy_latest_image(
-            params.data_directory,
-            "preview",
-            output.png,
-            log[0],
-            error=WorkflowError,
-        )
+    shell:
+        "python -m ccat_tf.workflow.images {params.data_directory:q} preview"
+        " {output.png:q} > {log:q} 2>&1"
 
 
 rule output_samples:
