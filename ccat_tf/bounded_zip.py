@@ -16,6 +16,8 @@ import zipfile
 import zlib
 from collections.abc import Callable
 
+from ccat_tf.regular_file import open_regular
+
 CHUNK_BYTES = 1 << 20
 METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 # What reading a damaged (not hostile) archive can raise; callers report these as damage.
@@ -37,9 +39,10 @@ def open_zip(path: str | os.PathLike, max_directory_bytes: int) -> zipfile.ZipFi
     """Open ``path`` as a zip whose central directory is at most ``max_directory_bytes``.
 
     Raises LimitExceeded for a larger directory, and zipfile.BadZipFile (or OSError) for a file
-    that is not a zip.
+    that is not a zip; :class:`~ccat_tf.regular_file.NotRegularFile` (an OSError) for a device,
+    FIFO or folder (zipfile's search for the end record would read ``/dev/zero`` forever).
     """
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         # zipfile's own reader of the end-of-central-directory record (zip64 included); it reads
         # a few dozen kilobytes at the end of the file at most.
         end = zipfile._EndRecData(fh)  # noqa: SLF001 - the only way to see the size first

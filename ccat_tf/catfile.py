@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ccat_tf import bounded_zip, safe_load
+from ccat_tf import bounded_zip, regular_file, safe_load
 from ccat_tf.atomic import atomic_path
 from ccat_tf.bounded_zip import LimitExceeded, size_text
 from ccat_tf.errors import ModelFileError
@@ -201,12 +201,13 @@ def _unreadable(path: Path, what) -> ModelFileError:
 
 
 def _open_archive(path: Path) -> zipfile.ZipFile:
-    if not path.exists():
+    what = regular_file.problem(path)
+    if what == "it does not exist":
         raise _error(
             f"model file {path} does not exist; check the path (a .cat from ccat-tf train)"
         )
-    if path.is_dir():
-        raise _error(f"model file {path} is a folder; give the path of a .cat file")
+    if what is not None:
+        raise _error(f"model file {path} cannot be read: {what}; give the path of a .cat file")
     try:
         zf = bounded_zip.open_zip(path, MAX_DIRECTORY_BYTES)
     except LimitExceeded as err:

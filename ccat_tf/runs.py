@@ -89,7 +89,55 @@ def load_runs(data_directory: str | os.PathLike) -> list[dict[str, Any]]:
             f'{path} is not a run table (expected {{"runs": [{{"id": ..., "name": ...}}]}}); '
             "fix it or move it away"
         )
+    ids, names = set(), set()
+    for number, run in enumerate(runs, 1):
+        problem = _entry_problem(run)
+        if problem is None and run["id"] in ids:
+            problem = f"id {run['id']} is used by an earlier run too"
+        if problem is None and run["name"] in names:
+            problem = f"name {run['name']!r} is used by an earlier run too"
+        if problem is not None:
+            raise DataDirectoryError(
+                f"{path} is damaged: run {number}'s {problem}; fix that entry or move the file "
+                "away (the run table then starts again; checkpoints are kept)"
+            )
+        ids.add(run["id"])
+        names.add(run["name"])
     return runs
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: Steps and ids are int64 counters in a training; a larger number was not written by one.
+_MAX_COUNT = 2**62
+
+
+def _entry_problem(run: dict) -> str | None:
+    """What is wrong with one entry of a run table (None if nothing): each field a training
+    writes must have its type, so every reader (the table, a rename, a training) can trust it."""
+    ident = run["id"]
+    if type(ident) is not int or not 0 <= ident <= _MAX_COUNT:  # not bool, not 1.5, not "1"
+        return f"id is {_shown(ident)}, not a whole number (0 or more)"
+    try:
+        check_run_name(run["name"])
+    except SettingsError:
+        return f"name {_shown(run['name'])} is not a run name (1-64 letters, digits, _ - .)"
+    for key in ("first_step", "last_step", "total_steps"):
+        value = run.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value <= _MAX_COUNT):
+            return f"{key} is {_shown(value)}, not a whole number (0 or more)"
+    for key in ("started", "ended", "status"):
+        if run.get(key) is not None and not isinstance(run[key], str):
+            return f"{key} is {_shown(run[key])}, not text"
+    if run.get("settings") is not None and not isinstance(run["settings"], dict):
+        return f"settings is {_shown(run['settings'])}, not a mapping"
+    loss = run.get("last_loss")
+    if loss is not None and (type(loss) not in (int, float) or _finite_or_none(loss) is None):
+        return f"last_loss is {_shown(loss)}, not a finite number or null"
+    return None
 
 
 def _save_runs(data_directory, runs: list[dict[str, Any]]) -> None:
@@ -120,10 +168,14 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def _finite_or_none(value):
-    if value is None:
+def _finite_or_none(value) -> float | None:
+    """``value`` as a finite float, or None (for None, NaN, infinities, 10**400, text...)."""
+    if value is None or isinstance(value, bool):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -213,8 +265,9 @@ def update_run(data_directory: str | os.PathLike, run_id: int, **fields) -> dict
 
 def _find_run(runs, key: str):
     run = next((r for r in runs if r.get("name") == key), None)
-    if run is None and str(key).isdigit():
-        run = next((r for r in runs if int(r["id"]) == int(key)), None)
+    key = str(key)
+    if run is None and key.isascii() and key.isdigit() and len(key) <= 20:
+        run = next((r for r in runs if r["id"] == int(key)), None)
     return run
 
 
@@ -222,8 +275,14 @@ def run_files(data_directory: str | os.PathLike, name: str, other_names=()) -> l
     """The files and folders of run ``name``: ``<name>.*`` and ``<name>/``.
 
     A file of another run whose name starts with ``<name>.`` (``a.b.step0000010.cat`` when both
-    ``a`` and ``a.b`` exist) is not counted as ``name``'s.
+    ``a`` and ``a.b`` exist) is not counted as ``name``'s. A ``name`` that is not a run name
+    (``""``, ``".."``, ``"runs"``) has no files: the Data Directory's own files (``runs.json``,
+    the lock file, dotfiles) are never a run's.
     """
+    try:
+        check_run_name(name)
+    except SettingsError:
+        return []
     folder = Path(data_directory)
     longer = [n for n in other_names if n != name and n.startswith(name + ".")]
     found = []
@@ -281,6 +340,13 @@ def _rename_locked(folder: Path, old: str, new: str) -> dict[str, Any]:
             f"no run {old!r} in {folder / RUNS_FILE} (runs: {names}); give one of those names"
         )
     old = run["name"]
+    try:
+        check_run_name(old)
+    except SettingsError:
+        raise DataDirectoryError(
+            f"run {run['id']} in {folder / RUNS_FILE} has the name {old!r}, which is not a run "
+            "name; fix it there (a name a training could have given) before renaming"
+        ) from None
     check_run_name(new)
     if new == old:
         return dict(run)
@@ -330,14 +396,18 @@ def _rename_in_progress_file(path: Path, old: str, new: str, run_id) -> None:
     """Change the run name recorded in an .ost (so a resume continues under the new name)."""
     import h5py
 
+    from ccat_tf import regular_file, state
+
     try:
+        if regular_file.problem(path) is not None or path.stat().st_size > state.MAX_FILE_BYTES:
+            return  # a FIFO or device named *.ost is not a progress file; neither is a huge file
         with h5py.File(path, "r") as h5:
             meta = safe_load.load_json_text(
                 h5.attrs["meta"], f"{path} meta", max_bytes=4 * 2**20, max_values=None
             )
+        if meta.get("run_name") != old or meta.get("run_id", run_id) != run_id:
+            return
     except Exception:  # noqa: BLE001 - not ours to judge here; loading it later reports damage
-        return
-    if meta.get("run_name") != old or int(meta.get("run_id", run_id)) != int(run_id):
         return
     meta["run_name"] = new
     # Edited in memory and written by ordinary file IO: HDF5 writing to a full disk crashes.
@@ -385,14 +455,14 @@ def format_run_table(runs: list[dict[str, Any]]) -> str:
     )
     rows = [header]
     for r in runs:
-        loss = r.get("last_loss")
+        loss = _finite_or_none(r.get("last_loss"))
         rows.append(
             (
                 str(r.get("name", "-")),
                 str(r.get("status", "-")),
                 _short_time(r.get("started")),
                 f"{r.get('first_step', 0)}-{r.get('last_step', 0)} / {r.get('total_steps', '-')}",
-                f"{loss:.6g}" if isinstance(loss, (int, float)) else "-",
+                "-" if loss is None else f"{loss:.6g}",
                 _setting(r, "model_size"),
                 _setting(r, "batch_size"),
                 _setting(r, "crop_size"),

@@ -29,6 +29,7 @@ import yaml
 from yaml.events import AliasEvent, MappingEndEvent
 
 from ccat_tf.errors import SettingsError
+from ccat_tf.regular_file import open_regular
 
 MAX_BYTES = 1 << 20
 MAX_VALUES = 100_000
@@ -63,7 +64,7 @@ def read_text(path: str | Path, source: str | None = None, max_bytes: int = MAX_
     path = Path(path)
     source = source or str(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO would block, a device never end
             data = f.read(max_bytes + 1)
     except OSError as err:
         raise LoadError(

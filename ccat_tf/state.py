@@ -14,6 +14,7 @@ warning naming the bad file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from ccat_tf import regular_file, safe_load
 from ccat_tf.atomic import atomic_path, hdf5_writer
-from ccat_tf.errors import ModelFileError
+from ccat_tf.errors import CcatError, ModelFileError
+from ccat_tf.safe_text import visible
 
 CURRENT = "progress.ost"
 PREVIOUS = "progress.prev.ost"
@@ -88,33 +91,239 @@ def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path
     return target
 
 
+#: The most array bytes an .ost may hold: the largest model a user can make (``large``, 1023
+#: channels in and out) takes 21.4 MB of weights and 64.0 MB with Adam's two moments, what an .ost
+#: stores; this is catfile's cap for the same 64.0 MB (2x). Checked from the datasets' headers
+#: before any array is read, as every dataset's dtype, shape, storage and checksum filter are.
+MAX_ARRAY_BYTES = 128 * 2**20
+#: The metadata attribute (settings, signature and a data set of up to ~300 000 frames).
+MAX_META_BYTES = 4 * 2**20
+#: The whole file: arrays and metadata plus HDF5's own structures (a few KB for 180 datasets).
+MAX_FILE_BYTES = MAX_ARRAY_BYTES + MAX_META_BYTES + 16 * 2**20
+#: Steps and run ids are counted in int64; a larger number was not written by a training.
+MAX_COUNT = 2**62
+#: The multi-resolution stage index (a plan has a handful of stages).
+MAX_STAGE = 64
+#: Channels a model may have (Nuke's limit).
+MAX_CHANNELS = 1023
+
+
+class _Refused(Exception):
+    """Why an .ost cannot be trusted; reported as damage."""
+
+
+def model_weight_shapes(model_size: str, in_channels: int, out_channels: int) -> list[tuple]:
+    """The shapes of ``build_model(in_channels, out_channels, model_size).get_weights()``,
+    without TensorFlow: what every .ost of that model must hold (a test keeps the two in step)."""
+    from ccat_tf.models import PRESETS
+
+    preset = PRESETS[model_size]
+    shapes: list[tuple] = []
+    channels = in_channels
+
+    def conv(filters: int, size: int = 3) -> None:
+        nonlocal channels
+        shapes.extend([(size, size, channels, filters), (filters,)])
+        channels = filters
+
+    conv(preset.filters[0])  # stem
+    for filters in preset.filters[:-1]:
+        for _ in range(preset.convs_per_level):
+            conv(filters)
+    for _ in range(preset.convs_per_level):
+        conv(preset.filters[-1])  # bottom
+    for level in reversed(range(len(preset.filters) - 1)):
+        filters = preset.filters[level]
+        conv(filters)  # up<level>_conv
+        channels = 2 * filters  # concatenated with the skip of the same level
+        for _ in range(preset.convs_per_level):
+            conv(filters)
+    conv(out_channels, size=1)  # head
+    return shapes
+
+
+def _count(meta: dict, key: str, low: int = 0, high: int = MAX_COUNT) -> int:
+    value = meta.get(key)
+    if type(value) is not int or not low <= value <= high:  # bool is not a count
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise _Refused(f"{key} is {shown}, not a whole number from {low} to {high}")
+    return value
+
+
+def _check_meta(meta) -> dict:
+    """The metadata's fields, each of the type and in the range a training writes."""
+    from ccat_tf.models import PRESETS
+    from ccat_tf.runs import check_run_name
+
+    if not isinstance(meta, dict):
+        raise _Refused("its metadata is not a JSON object")
+    if type(meta.get("format")) is not int or meta["format"] != FORMAT:
+        raise ModelFileError(f"has unsupported progress format {visible(repr(meta.get('format')))}")
+    total = _count(meta, "total_steps", 1)
+    _count(meta, "step", 0, total)
+    _count(meta, "stage", 0, MAX_STAGE)
+    _count(meta, "run_id", 1)
+    _count(meta, "n_weights", 1, 4096)
+    _count(meta, "n_optimizer", 0, 2 + 2 * 4096)
+    for key in ("signature", "settings", "dataset"):
+        if not isinstance(meta.get(key), dict):
+            raise _Refused(f"{key} is not a JSON object")
+    try:
+        check_run_name(meta.get("run_name"))
+    except CcatError:
+        raise _Refused(
+            f"run_name {visible(repr(meta.get('run_name')))[:80]} is not a run name"
+        ) from None
+    loss = meta.get("last_loss")
+    if loss is not None and (
+        type(loss) not in (int, float) or not math.isfinite(loss) or abs(loss) > 1e30
+    ):
+        raise _Refused("last_loss is not a finite number")
+    sig = meta["signature"]
+    resolved = sig.get("resolved")
+    size = sig.get("model_size")
+    if not isinstance(resolved, dict) or not isinstance(size, str) or size not in PRESETS:
+        raise _Refused("its signature names no model_size and channels")
+    counts = []
+    for side in ("input_channels", "output_channels"):
+        names = resolved.get(side)
+        if not isinstance(names, list) or not 1 <= len(names) <= MAX_CHANNELS:
+            raise _Refused(f"its signature's {side} is not a list of 1 to {MAX_CHANNELS} names")
+        counts.append(len(names))
+    meta["_shapes"] = model_weight_shapes(size, *counts)
+    return meta
+
+
+def _group(h5, group: str) -> None:
+    """Refuse a group that is missing, a link (to another file or place) or not a group."""
+    import h5py
+
+    link = h5.get(group, getlink=True)
+    if link is None:
+        raise _Refused(f"{group} is missing")
+    if isinstance(link, h5py.ExternalLink):
+        raise _Refused(f"{group} is a link to another file")
+    if not isinstance(link, h5py.HardLink) or not isinstance(h5.get(group), h5py.Group):
+        raise _Refused(f"{group} is a link or not a group")
+
+
+def _dataset(h5, group: str, name: str):
+    """Dataset ``group/name``, refused unless it is stored in this file, checksummed, uncompressed."""
+    import h5py
+
+    where = f"{group}/{name}"
+    link = h5[group].get(name, getlink=True)
+    if link is None:
+        raise _Refused(f"{where} is missing")
+    if not isinstance(link, h5py.HardLink):
+        raise _Refused(
+            f"{where} is a link to {'another file' if isinstance(link, h5py.ExternalLink) else 'elsewhere'}"
+        )
+    d = h5[group][name]
+    if not isinstance(d, h5py.Dataset):
+        raise _Refused(f"{where} is not a dataset")
+    if d.is_virtual or d.external:
+        raise _Refused(f"{where} reads its data from another file")
+    if not d.fletcher32:
+        raise _Refused(f"{where} has no Fletcher-32 checksum")
+    plist = d.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if filters != [h5py.h5z.FILTER_FLETCHER32]:
+        raise _Refused(f"{where} is stored with filters a training does not write ({filters})")
+    return d
+
+
+def _array_header(h5, group: str, i: int, shape: tuple, dtype: str):
+    """The dataset of array ``i``, checked against the ``shape`` and ``dtype`` it must have."""
+    where = f"{group}/{i:05d}"
+    d = _dataset(h5, group, f"{i:05d}")
+    if d.dtype != np.dtype(dtype):
+        raise _Refused(f"{where} holds {visible(str(d.dtype))}, not {dtype}")
+    size = int(np.prod(shape, dtype=np.int64))
+    if d.shape != (size,):
+        raise _Refused(f"{where} holds {d.shape} values, not {size} for this model")
+    recorded = d.attrs.get("shape")
+    try:
+        ok = recorded is not None and np.ndim(recorded) == 1 and len(recorded) == len(shape)
+        ok = ok and all(float(a) == b for a, b in zip(recorded, shape, strict=True))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise _Refused(f"{where} records a shape other than {shape}, the model's")
+    return d
+
+
 def load_progress_file(path: str | os.PathLike) -> Progress:
-    """Read one .ost; raise ModelFileError (naming the file) if it is damaged."""
+    """Read one .ost; raise ModelFileError (naming the file) if it is damaged or hostile.
+
+    Everything is checked before any array is read: the file is a regular file within
+    :data:`MAX_FILE_BYTES`; the metadata's fields have their types and ranges; every dataset is
+    stored in this file (no external storage, virtual dataset or link), carries the Fletcher-32
+    checksum and no other filter, and has the dtype and shape the model of the run's signature
+    has (:func:`model_weight_shapes`), within :data:`MAX_ARRAY_BYTES` in all.
+    """
     import h5py
 
     path = Path(path)
     try:
+        what = regular_file.problem(path)
+        if what is not None:
+            raise _Refused(what)
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise _Refused(
+                f"it is larger than {MAX_FILE_BYTES >> 20} MiB, more than any model needs"
+            )
         with h5py.File(path, "r") as h5:
-            meta = json.loads(h5.attrs["meta"])
-            if meta.get("format") != FORMAT:
-                raise ModelFileError(f"{path} has unsupported progress format {meta.get('format')}")
-            arrays = {}
-            for group, n in (("weights", meta["n_weights"]), ("optimizer", meta["n_optimizer"])):
-                arrays[group] = []
-                for i in range(n):
-                    d = h5[group][f"{i:05d}"]
-                    arrays[group].append(np.asarray(d[()]).reshape(tuple(d.attrs["shape"])))
-    except ModelFileError:
-        raise
+            if "meta" not in h5.attrs:
+                raise _Refused("it has no metadata")
+            raw = h5.attrs["meta"]
+            if isinstance(raw, np.ndarray) or not isinstance(raw, (str, bytes)):
+                raise _Refused("its metadata is not text")
+            meta = _check_meta(
+                safe_load.load_json_text(
+                    raw, "its metadata", max_bytes=MAX_META_BYTES, max_values=None
+                )
+            )
+            shapes = meta.pop("_shapes")
+            if meta["n_weights"] != len(shapes):
+                raise _Refused(f"it holds {meta['n_weights']} weights, the model has {len(shapes)}")
+            opt_shapes = [(), ()] + [s for s in shapes for _ in (0, 1)]
+            if meta["n_optimizer"] != len(opt_shapes):
+                raise _Refused(
+                    f"it holds {meta['n_optimizer']} optimizer variables, not {len(opt_shapes)}"
+                )
+            opt_dtypes = ["int64", "float32"] + ["float32"] * (len(opt_shapes) - 2)
+            plan = [("weights", i, s, "float32") for i, s in enumerate(shapes)]
+            plan += [
+                ("optimizer", i, s, t)
+                for i, (s, t) in enumerate(zip(opt_shapes, opt_dtypes, strict=True))
+            ]
+            total = sum(4 * int(np.prod(s, dtype=np.int64)) for _, _, s, _ in plan)
+            if total > MAX_ARRAY_BYTES:
+                raise _Refused(f"its arrays need {total >> 20} MiB, more than any model")
+            for group, n in (("weights", len(shapes)), ("optimizer", len(opt_shapes))):
+                _group(h5, group)
+                if len(h5[group]) != n:
+                    raise _Refused(f"{group} holds {len(h5[group])} arrays, not {n}")
+            datasets = [(g, _array_header(h5, g, i, s, t), s) for g, i, s, t in plan]
+            arrays: dict[str, list[np.ndarray]] = {"weights": [], "optimizer": []}
+            for group, d, shape in datasets:  # only now is any array read
+                arrays[group].append(np.asarray(d[()]).reshape(shape))
+    except ModelFileError as err:
+        raise ModelFileError(f"progress file {path} {err}") from None
+    except _Refused as err:
+        raise ModelFileError(
+            f"progress file {path} is damaged or not a progress file ({err})"
+        ) from None
     except Exception as err:  # noqa: BLE001 - h5py raises OSError, KeyError, ValueError...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"progress file {path} is damaged ({first})") from None
     return Progress(
-        step=int(meta["step"]),
-        total_steps=int(meta["total_steps"]),
-        stage=int(meta["stage"]),
-        run_id=int(meta["run_id"]),
-        run_name=str(meta["run_name"]),
+        step=meta["step"],
+        total_steps=meta["total_steps"],
+        stage=meta["stage"],
+        run_id=meta["run_id"],
+        run_name=meta["run_name"],
         signature=meta["signature"],
         settings=meta["settings"],
         dataset=meta["dataset"],

@@ -77,17 +77,21 @@ def test_rename_moves_every_file_of_the_run(tmp_path):
     make_run_files(dd, "a")
     make_run_files(dd, "a.b")
     (dd / "latest.json").write_text(json.dumps({"cat": "a.step0000010.cat", "step": 10}))
+    # An .ost holds the weights and Adam slots of the model its signature names.
+    shapes = state.model_weight_shapes("small", 3, 3)
+    rgb = {"input_channels": ["R", "G", "B"], "output_channels": ["R", "G", "B"]}
     progress = state.Progress(
         step=10,
         total_steps=10,
         stage=2,
         run_id=1,
         run_name="a",
-        signature={},
+        signature={"model_size": "small", "resolved": rgb},
         settings={},
         dataset={},
-        weights=[np.zeros(3, np.float32)],
-        optimizer=[],
+        weights=[np.zeros(s, np.float32) for s in shapes],
+        optimizer=[np.zeros((), np.int64), np.zeros((), np.float32)]
+        + [np.zeros(s, np.float32) for s in shapes for _ in (0, 1)],
     )
     state.save_progress(dd, progress)
 
