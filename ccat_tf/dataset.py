@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ccat_tf import frames as framespec
-from ccat_tf import imageio, transform
+from ccat_tf import imageio, regular_file, transform
 from ccat_tf.errors import CcatError, DataSetError, SettingsError
 from ccat_tf.settings import TrainSettings
 
@@ -172,7 +172,7 @@ def validate_dataset(
             ("ground truth", settings.ground_truth, settings.output_channels),
         ):
             path = framespec.frame_path(pattern, frame)
-            if not Path(path).exists():
+            if not os.path.lexists(path):  # a broken link or loop: imageio says which
                 problems.append(
                     f"frame {frame}: {side} file {path} does not exist; render it or remove the frame from frames"
                 )
@@ -209,7 +209,7 @@ def validate_dataset(
     if settings.preview:
         for frame in preview_frames:
             path = framespec.frame_path(settings.preview, frame)
-            if not Path(path).exists():
+            if not os.path.lexists(path):
                 problems.append(
                     f"preview frame {frame}: {path} does not exist; fix preview or preview_frames"
                 )
@@ -372,6 +372,7 @@ class FrameCache:
 
         path = Path(path)
         try:
+            regular_file.check_regular(path)
             h5 = h5py.File(path, "r")
         except OSError as err:
             raise DataSetError(
@@ -461,10 +462,16 @@ def open_cache(
     """The frame cache for training: a prebuilt HDF5 file, memory, or an HDF5 file made now."""
     scales = list(STAGE_SCALES) if settings.use_multi_resolution_training else [1.0]
     if settings.cache_file:
-        if not Path(settings.cache_file).is_file():
+        what = regular_file.problem(settings.cache_file)
+        if what == "it does not exist":
             raise DataSetError(
                 f"cache_file {settings.cache_file} does not exist; build it with ccat-tf cache "
                 "or leave cache_file empty"
+            )
+        if what is not None:  # a FIFO would block HDF5's open, a device never end
+            raise DataSetError(
+                f"cache_file {settings.cache_file} cannot be read: {what}; give a cache file "
+                "built with ccat-tf cache or leave cache_file empty"
             )
         return FrameCache.open_hdf5(info, settings.cache_file, scales)
     mode = settings.cache

@@ -74,6 +74,8 @@ def parse_frames(spec: str | int | Iterable[int | str]) -> list[int]:
         spec = list(spec)
         if not spec:
             raise _spec_error(spec, "it is empty")
+        if all(type(value) is int for value in spec):  # the common case, fast for 10^6 frames
+            return _dedupe(spec)
         frames: list[int] = []
         for value in spec:
             # A YAML list may mix numbers and specs: [1001, "1010-1020x5"].
@@ -203,6 +205,11 @@ def find_frames(pattern: str | os.PathLike) -> list[int]:
     return sorted(found)
 
 
+def _name_start(path: str) -> int:
+    """Where the file name begins in ``path`` (after its last separator)."""
+    return max(path.rfind(os.sep), path.rfind(os.altsep) if os.altsep else -1) + 1
+
+
 @dataclass
 class Sequence:
     """A sequence pattern and the frames used from it.
@@ -231,11 +238,77 @@ class Sequence:
 
     def paths(self) -> list[str]:
         """The file of every frame, in frame order."""
-        return [frame_path(self.pattern, f) for f in self.frames]
+        token = _single_token(self.pattern)
+        if token is None:
+            return [self.pattern] * len(self.frames)
+        head, tail, width = (
+            self.pattern[: token.start()],
+            self.pattern[token.end() :],
+            _width(token),
+        )
+        return [f"{head}{f:0{width}d}{tail}" for f in self.frames]  # frame_path, token parsed once
 
     def missing(self) -> list[int]:
-        """Frames whose file does not exist (for a still: all frames if the image is missing)."""
-        return [f for f, p in zip(self.frames, self.paths(), strict=True) if not os.path.isfile(p)]
+        """Frames whose file does not exist (for a still: all frames if the image is missing),
+        or is not a regular file (a folder, a FIFO, a device, a broken link): in frame order."""
+        absent, other = self.scan()
+        if not other:
+            return absent
+        odd = set(absent) | set(other)
+        return [f for f in self.frames if f in odd]
+
+    def scan(self) -> tuple[list[int], list[int]]:
+        """``(absent, not_files)``: the frames with no file of their name, and those whose name
+        is there but is not a regular file (a folder, FIFO, device, broken link, link loop).
+
+        The pattern's folder is listed once (``--frames 1-1000000`` of a 4-frame shot costs one
+        listing, not a million stats). Where a listing cannot be trusted (the frame token in a
+        folder name, a case-insensitive file system) each frame is looked at instead.
+        """
+        paths = self.paths()
+        listing = self._listing()
+        if listing is not None:
+            absent, other = [], []
+            start = _name_start(self.pattern)
+            for f, p in zip(self.frames, paths, strict=True):
+                entry = listing.get(p[start:])
+                if entry is None:
+                    absent.append(f)
+                    continue
+                try:
+                    regular = entry.is_file()  # follows a symbolic link
+                except OSError:  # a link loop
+                    regular = False
+                if not regular:
+                    other.append(f)
+            # The listing spells names exactly; a file system that does not (macOS, Windows)
+            # may still open a frame listed under another case: then look at every frame.
+            first = {f: p for f, p in zip(self.frames, paths, strict=True) if f in absent[:1]}
+            if not any(os.path.lexists(p) for p in first.values()):
+                return absent, other
+        absent, other = [], []
+        for f, p in zip(self.frames, paths, strict=True):
+            if not os.path.lexists(p):
+                absent.append(f)
+            elif not os.path.isfile(p):
+                other.append(f)
+        return absent, other
+
+    def _listing(self) -> dict[str, os.DirEntry] | None:
+        """The entries of the folder every frame is in, or None if frames are in several."""
+        token = _single_token(self.pattern)
+        if token is None or len(self.frames) < 2:
+            return None
+        if os.sep in self.pattern[token.start() :] or (
+            os.altsep and os.altsep in self.pattern[token.start() :]
+        ):
+            return None  # the token names folders
+        folder = self.pattern[: _name_start(self.pattern)] or "."
+        try:
+            with os.scandir(folder) as it:
+                return {entry.name: entry for entry in it}
+        except OSError:
+            return None
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ccat_tf import regular_file
 from ccat_tf.errors import HookError
 
 Hook = Callable[..., Any]
@@ -53,7 +54,10 @@ def _load_file(path: Path, spec_text: str, name: str | None):
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as err:
+    except KeyboardInterrupt:
+        del sys.modules[mod_name]
+        raise
+    except BaseException as err:  # SystemExit too: a hook file cannot end the command silently
         del sys.modules[mod_name]
         raise HookError(
             f"{_what(name)} {spec_text!r}: loading {path} raised {type(err).__name__}: {_first_line(err)}"
@@ -66,6 +70,8 @@ def _what(name: str | None) -> str:
 
 
 def _first_line(err: BaseException) -> str:
+    if isinstance(err, SystemExit):
+        return f"exit status {err.code!r} (a hook cannot end the program)"
     text = str(err).strip()
     return text.splitlines()[0] if text else "(no message)"
 
@@ -87,13 +93,16 @@ def resolve_hook(spec: Hook | str, name: str | None = None) -> Hook:
         )
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target).expanduser()
-        if not path.is_file():
-            raise HookError(f"{_what(name)} {spec!r}: file {path} does not exist")
+        what = regular_file.problem(path)
+        if what is not None:  # a FIFO would block the import, a device never end
+            raise HookError(f"{_what(name)} {spec!r}: file {path} cannot be read: {what}")
         module = _load_file(path, spec, name)
     else:
         try:
             module = importlib.import_module(target)
-        except Exception as err:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # SystemExit too
             raise HookError(
                 f"{_what(name)} {spec!r}: cannot import {target} ({type(err).__name__}: "
                 f"{_first_line(err)}); check the module is on PYTHONPATH"
@@ -144,16 +153,17 @@ def call_hooks(name: str, hooks: Iterable[Hook], /, **kwargs: Any) -> list[Any]:
     """Call each hook of the event ``name`` with the keyword arguments it accepts.
 
     Returns the hooks' return values. Any exception a hook raises (a :class:`CcatError` included)
-    becomes a one-line :class:`HookError` naming the event, the hook and the exception; Ctrl-C and
-    ``SystemExit`` pass through untouched.
+    becomes a one-line :class:`HookError` naming the event, the hook and the exception. So does
+    ``SystemExit`` (``builtins:exit``, ``sys.exit()`` in a hook would otherwise end the command
+    with status 0 and no output) and every other BaseException; only Ctrl-C passes through.
     """
     results = []
     for hook in hooks:
         try:
             results.append(hook(**_accepted_kwargs(hook, kwargs)))
-        except (KeyboardInterrupt, SystemExit):
+        except KeyboardInterrupt:
             raise
-        except Exception as err:
+        except BaseException as err:
             raise HookError(
                 f"{name} hook {hook_name(hook)} raised {type(err).__name__}: {_first_line(err)}; stopped"
             ) from err

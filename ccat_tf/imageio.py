@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
 
-from ccat_tf import native_stderr
+from ccat_tf import native_stderr, regular_file
 from ccat_tf.atomic import (
     atomic_path,
     check_free_space,
@@ -135,11 +136,18 @@ def _read_error(
 
 
 def _check_readable(path: str) -> None:
-    """Clear, specific errors for the common cases before OIIO gives a generic one."""
-    if not os.path.exists(path):
+    """Clear, specific errors for the common cases before OIIO gives a generic one.
+
+    A FIFO, a device or a symbolic link to one (``/dev/zero``) is refused before it is opened:
+    OIIO would wait for a writer forever, or read without end.
+    """
+    what = regular_file.problem(path)
+    if what == "it does not exist":
         raise _read_error(path, "the file does not exist", "check the path and the frame numbers")
-    if os.path.isdir(path):
+    if what == "it is a folder, not a file":
         raise _read_error(path, "it is a folder, not an image", "check the path")
+    if what is not None:
+        raise _read_error(path, what, "give an image file")
     try:
         size = os.path.getsize(path)
     except OSError as err:
@@ -158,7 +166,17 @@ def _open(path: str) -> oiio.ImageInput:
     config.attribute("oiio:UnassociatedAlpha", 1)
     inp = oiio.ImageInput.open(path, config)
     if inp is None:
-        raise _read_error(path, _one_line(oiio.geterror(True), path))
+        message = oiio.geterror(True)
+        many = re.search(r"(\d+) channels exceeds \"?limits:channels", message)
+        if many or "limits:channels" in message:
+            # OIIO's own limit (MAX_CHANNELS): say the count, not a global attribute to raise.
+            count = f"{many.group(1)} channels" if many else f"more than {MAX_CHANNELS} channels"
+            raise _read_error(
+                path,
+                f"it has {count} (at most {MAX_CHANNELS})",
+                "write the channels the network needs to a file of their own",
+            )
+        raise _read_error(path, _one_line(message, path))
     return inp
 
 

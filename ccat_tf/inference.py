@@ -145,7 +145,14 @@ def _plan_jobs(s: InferSettings) -> list[_Job]:
                 f"frames is not set and no frames of {s.input} were found; give frames, e.g. 1001-1100"
             )
     seq = framespec.Sequence(s.input, frame_list)
-    missing = seq.missing()
+    missing, not_files = seq.scan()  # one listing of the folder, not a stat per frame
+    if not_files:
+        from ccat_tf import regular_file
+
+        path = seq.path(not_files[0])
+        what = regular_file.problem(path) or "it is not a regular file"
+        more = f" (and {len(not_files) - 1} more frames like it)" if len(not_files) > 1 else ""
+        raise DataSetError(f"cannot read frame {path}: {what}{more}; give an image file there")
     if missing:
         raise DataSetError(
             f"input {s.input} is missing {len(missing)} of {len(frame_list)} frames "
