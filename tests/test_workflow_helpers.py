@@ -170,6 +170,9 @@ def test_missing_frames_and_checkpoint_files_name_the_setting(monkeypatch):
 def test_pretrain_settings(tmp_path):
     settings = config_checks.load_pretrain_settings("workflow/pretrain.yaml", REPO)
     assert set(settings) >= config_checks.PRETRAIN_KEYS
+    assert config_checks.pretrain_source_args(settings) == f"--corpus {settings['corpus']}"
+    studio = dict(settings, pairs="/studio/my pairs")
+    assert config_checks.pretrain_source_args(studio) == "--pairs '/studio/my pairs'"
     one_line_error(
         config_checks.load_pretrain_settings,
         tmp_path / "none.yaml",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,10 @@ def load_pretrain_settings(
                     f"config: pretrain_settings: {path}: steps.{task}.{size} must be a whole number"
                 )
     return settings
+
+
+def pretrain_source_args(settings: Mapping[str, Any]) -> str:
+    """``--pairs DIR`` (a studio's own pairs) or ``--corpus DIR`` for ``ccat-tf pretrain``."""
+    if settings["pairs"]:
+        return f"--pairs {shlex.quote(str(settings['pairs']))}"
+    return f"--corpus {shlex.quote(str(settings['corpus']))}"

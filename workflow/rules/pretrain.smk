@@ -10,7 +10,6 @@ PRETRAIN = config_checks.load_pretrain_settings(
 )
 # A studio corpus (pairs:) replaces the packaged one; both are folders the rule depends on.
 PRETRAIN_SOURCE = PRETRAIN["pairs"] or PRETRAIN["corpus"]
-PRETRAIN_FLAG = "--pairs" if PRETRAIN["pairs"] else "--corpus"
 
 
 localrules:
@@ -59,7 +58,7 @@ rule pretrain:
         mem_mb=4000,
         runtime=120,
     params:
-        source_flag=PRETRAIN_FLAG,
+        source=config_checks.pretrain_source_args(PRETRAIN),
         data_dir=PRETRAIN["data_dir"],
         steps=lambda w: PRETRAIN["steps"][w.task][w.size],
         crop=PRETRAIN["crop_size"],
@@ -70,7 +69,7 @@ rule pretrain:
     shell:
         "export OMP_NUM_THREADS={threads} TF_NUM_INTRAOP_THREADS={threads};"
         " python -m ccat_tf pretrain {wildcards.task} --model-size {wildcards.size}"
-        " {params.source_flag} {input.source:q} --data-dir {params.data_dir:q} --output {output.weights:q}"
+        " {params.source} --data-dir {params.data_dir:q} --output {output.weights:q}"
         " --steps {params.steps} --crop-size {params.crop} --batch-size {params.batch}"
         " --learning-rate {params.lr} --seed {params.seed} --weights-dtype {params.dtype}"
         " --threads {threads} > {log:q} 2>&1"
