@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,16 @@ WIDTH_IN = 10.0
 PANEL_HEIGHT_IN = 3.6
 DPI = 100
 STAGE_NAMES = {0.25: "1/4", 0.5: "1/2", 1.0: "full"}
+#: The longest --title drawn (a title is one line above the plot; matplotlib lays out long text
+#: slowly: 100 000 characters took 33 s).
+MAX_TITLE = 200
+#: Values a training can log. A row outside them (a hand-edited or damaged table: 1e308) is not
+#: plotted: matplotlib cannot lay out an axis spanning it. Steps are int64 counters; a loss
+#: (an error per pixel) or a PSNR in dB beyond these is not a measurement.
+MAX_STEP = 2**53
+MAX_LOSS = 1e15
+MAX_PSNR = 1e4
+MAX_STAGE_SCALE = 16.0
 
 
 def check_smoothness(smoothness: float) -> float:
@@ -80,10 +91,15 @@ def read_loss_csv(csv_path: str | os.PathLike):
     """Read a loss.csv written by ``ccat-tf summary-csv``; raise a one-line error if it is not."""
     import pandas as pd
 
+    from ccat_tf import regular_file
+
     path = Path(csv_path)
     fix = "make it with: ccat-tf summary-csv DATA_DIRECTORY --output " + str(path)
-    if not path.is_file():
+    what = regular_file.problem(path)
+    if what == "it does not exist":
         raise DataDirectoryError(f"loss table {path} does not exist; {fix}")
+    if what is not None:  # a FIFO would block the read, a device never end
+        raise DataDirectoryError(f"loss table {path} cannot be read: {what}; {fix}")
     try:
         table = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
@@ -97,11 +113,38 @@ def read_loss_csv(csv_path: str | os.PathLike):
     for col in ("step", "loss", "val_psnr", "stage_scale"):
         if col in table.columns:
             table[col] = pd.to_numeric(table[col], errors="coerce")
-    table = table.dropna(subset=["step"])
+    table = _plottable(table)
     if not np.isfinite(table["loss"].to_numpy(dtype=float)).any():
-        raise DataDirectoryError(f"{path} has no loss values; train longer, then {fix}")
+        raise DataDirectoryError(
+            f"{path} has no loss values (a finite loss of at most {MAX_LOSS:g} at a step from 0 "
+            f"to 2**53); train longer, then {fix}"
+        )
     table["run"] = table["run"].astype(str)
     return table
+
+
+def _plottable(table):
+    """Rows with a step a training can reach; values outside what a training logs become NaN
+    (not plotted), as a missing value is."""
+    steps = table["step"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        table = table[np.isfinite(steps) & (steps >= 0) & (steps <= MAX_STEP)].copy()
+    for col, low, high in (
+        ("loss", -MAX_LOSS, MAX_LOSS),
+        ("val_psnr", -MAX_PSNR, MAX_PSNR),
+        ("stage_scale", 1e-6, MAX_STAGE_SCALE),
+    ):
+        if col in table.columns:
+            values = table[col].to_numpy(dtype=float)
+            with np.errstate(invalid="ignore"):
+                bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
+            table[col] = np.where(bad, np.nan, values)
+    return table
+
+
+def _plain(text: str) -> str:
+    """``text`` drawn as typed: matplotlib reads ``$...$`` as math (and fails on bad math)."""
+    return str(text).replace("$", r"\$")
 
 
 def plot_graph(
@@ -119,14 +162,24 @@ def plot_graph(
     the folder holding the CSV (the shot, in the workflow's ``results/<shot>/loss.csv``).
     The image is 1000 pixels wide and 360 pixels high per panel.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     smoothness = check_smoothness(smoothness)
+    if title is not None and len(str(title)) > MAX_TITLE:
+        raise SettingsError(f"title is {len(str(title))} characters long; give at most {MAX_TITLE}")
     if log_scale not in LOG_SCALES:
         raise SettingsError(f"log_scale {log_scale!r} is not one of {', '.join(LOG_SCALES)}")
     path = Path(csv_path)
     table = read_loss_csv(path)
+    # Nothing of matplotlib's or numpy's reaches stderr: the command's output is its one line.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return _draw(table, path, output, smoothness, show_original, log_scale, title)
+
+
+def _draw(table, path: Path, output, smoothness, show_original, log_scale, title) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     runs = list(dict.fromkeys(table["run"]))
     scales = {"both": ["linear", "log"], "linear": ["linear"], "log": ["log"]}[log_scale]
     has_psnr = "val_psnr" in table.columns and np.isfinite(table["val_psnr"].to_numpy()).any()
@@ -148,13 +201,18 @@ def plot_graph(
             sm = smoothed[(loss[ok] > 0)] if scale == "log" else smoothed
             if show_original:
                 ax.plot(steps[keep], loss[keep], color=colour, alpha=0.25, linewidth=0.8)
-            ax.plot(steps[keep], sm, color=colour, linewidth=1.6, label=run)
+            ax.plot(steps[keep], sm, color=colour, linewidth=1.6, label=_plain(run))
         if has_psnr:
             psnr = part["val_psnr"].to_numpy(dtype=float)
             good = np.isfinite(psnr)
             if good.any():
                 axes[-1].plot(
-                    steps[good], psnr[good], color=colour, marker="o", markersize=3, label=run
+                    steps[good],
+                    psnr[good],
+                    color=colour,
+                    marker="o",
+                    markersize=3,
+                    label=_plain(run),
                 )
         if "stage_scale" in part.columns:
             scale = part["stage_scale"].to_numpy(dtype=float)
@@ -190,7 +248,7 @@ def plot_graph(
     axes[0].legend(loc="upper right", fontsize=8, title="run", title_fontsize=8)
     if title is None:
         title = path.resolve().parent.name or str(path)
-    fig.suptitle(f"{title}: loss (smoothness {smoothness:g})")
+    fig.suptitle(_plain(f"{title}: loss (smoothness {smoothness:g})"))
     fig.tight_layout()
     output = Path(output)
     with atomic_path(output) as tmp:
