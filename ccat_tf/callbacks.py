@@ -14,13 +14,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 import numpy as np
 
 from ccat_tf import summary
 from ccat_tf.atomic import atomic_write_json
+
+if TYPE_CHECKING:
+    from ccat_tf.dataset import CropPlan, DataSetInfo, FrameCache
+    from ccat_tf.model import Model
+    from ccat_tf.settings import TrainSettings
+
+
+class Saver(Protocol):
+    """What the callbacks save through (``training.TrainingRun``)."""
+
+    def save_model(self, path: Path, step: int) -> Path: ...  # a .cat of the network at step
+
+    def save_progress(self, step: int) -> Path: ...  # the .ost
 
 
 @dataclass
@@ -32,16 +45,12 @@ class RunContext:
     run_name: str
     start_step: int  # steps already done when this fit() started
     total_steps: int
-    net: Any
-    optimizer: Any
-    info: Any  # dataset.DataSetInfo
-    plan: Any  # dataset.CropPlan
-    cache: Any  # dataset.FrameCache
-    settings: Any  # settings.TrainSettings
-    signature: dict
-    save_model: Any  # callable(path, step) -> Path: writes a .cat
-    save_progress: Any  # callable(step) -> Path: writes the .ost
-    hooks: dict = field(default_factory=dict)
+    info: DataSetInfo
+    plan: CropPlan
+    cache: FrameCache
+    settings: TrainSettings
+    saver: Saver
+    hooks: dict[str, list] = field(default_factory=dict)
     step: int = 0  # steps done so far (global)
     last_loss: float | None = None
     stop_reason: str | None = None  # 'nan', 'signal:SIGTERM', 'hook:<name>'
@@ -49,9 +58,9 @@ class RunContext:
     last_checkpoint: Path | None = None
     last_progress_step: int = -1
     val_psnr: float | None = None
-    validation_cache: Any = None  # dataset.FrameCache of validation pairs (full resolution)
-    preview_frames: list = field(default_factory=list)  # (frame, pixels as read from the file)
-    model: Any = None  # ccat_tf.model.Model over net: previews, validation, contact sheets
+    validation_cache: FrameCache | None = None  # validation pairs (full resolution)
+    preview_frames: list[tuple[int, np.ndarray]] = field(default_factory=list)  # as read
+    model: Model | None = None  # the network's recipe: previews, validation, contact sheets
     writer: Any = None  # tf.summary writer (summary.open_writer)
 
     @property
@@ -146,7 +155,7 @@ class DataDirectoryWriter(StepCallback):
 
     def progress(self, step: int) -> None:
         if self.ctx.last_progress_step != step:
-            self.ctx.save_progress(step)
+            self.ctx.saver.save_progress(step)
             self.ctx.last_progress_step = step
 
     def checkpoint(self, step: int) -> Path:
@@ -154,7 +163,7 @@ class DataDirectoryWriter(StepCallback):
 
         ctx = self.ctx
         self.validate(step)
-        path = ctx.save_model(ctx.data_directory / f"{ctx.run_name}.step{step:07d}.cat", step)
+        path = ctx.saver.save_model(ctx.data_directory / f"{ctx.run_name}.step{step:07d}.cat", step)
         ctx.last_checkpoint = path
         self.progress(step)
         # The "latest" pointer moves only once the checkpoint it names is complete.

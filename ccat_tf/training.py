@@ -21,10 +21,11 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccat_tf import runs as runtable
 from ccat_tf import state as ost
@@ -50,6 +51,9 @@ from ccat_tf.errors import (
     TrainingInterrupted,
 )
 from ccat_tf.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from ccat_tf.callbacks import RunContext
 
 # Settings that may change between a run and its resume without invalidating the progress.
 COMPATIBLE_KEYS = {
@@ -232,10 +236,39 @@ def train(
     Raises CcatError subclasses for every user-fixable problem; TrainingInterrupted (exit 75)
     after SIGTERM/SIGINT once progress is saved.
     """
+    settings = _checked_settings(settings, kw, output)
+    from ccat_tf.hooks import resolve_hooks
+
+    run = TrainingRun(
+        settings=settings,
+        data_dir=Path(settings.data_directory),
+        output=Path(output) if output is not None else None,
+        user_callbacks=list(callbacks),
+        devices=devices,
+        progress_bar=progress_bar,
+        hooks={name: resolve_hooks(getattr(settings, name)) for name in HOOK_NAMES},
+    )
+    created = _first_missing(run.data_dir)
+    try:
+        with DirectoryLock(run.data_dir, purpose="training"):
+            for leftover in remove_stale_temps(run.data_dir):
+                _say(f"removed {leftover.name}, a partial file left by an interrupted write")
+            return run.execute()
+    except BaseException:
+        if created is not None:
+            _remove_if_only_the_lock(run.data_dir, created)
+        raise
+
+
+HOOK_NAMES = ("on_training_start", "on_checkpoint", "on_training_end")
+
+
+def _checked_settings(settings, overrides: dict, output) -> TrainSettings:
+    """The settings as a checked TrainSettings; the Data Directory and output are usable."""
     if not isinstance(settings, TrainSettings):
-        settings = TrainSettings.from_mapping(settings, **kw)
-    elif kw:
-        settings = TrainSettings.from_mapping({**settings.to_dict(), **kw})
+        settings = TrainSettings.from_mapping(settings, **overrides)
+    elif overrides:
+        settings = TrainSettings.from_mapping({**settings.to_dict(), **overrides})
     settings.check()
     if not settings.data_directory:
         raise SettingsError(
@@ -248,31 +281,7 @@ def train(
     data_dir = Path(settings.data_directory)
     if data_dir.exists() and not data_dir.is_dir():
         raise DataDirectoryError(f"data_directory {data_dir} is a file; give a folder")
-    from ccat_tf.hooks import call_hooks, resolve_hooks
-
-    hooks = {
-        name: resolve_hooks(getattr(settings, name))
-        for name in ("on_training_start", "on_checkpoint", "on_training_end")
-    }
-    created = _first_missing(data_dir)
-    try:
-        with DirectoryLock(data_dir, purpose="training"):
-            for leftover in remove_stale_temps(data_dir):
-                _say(f"removed {leftover.name}, a partial file left by an interrupted write")
-            return _train_locked(
-                settings,
-                data_dir,
-                output,
-                list(callbacks),
-                devices,
-                progress_bar,
-                hooks,
-                call_hooks,
-            )
-    except BaseException:
-        if created is not None:
-            _remove_if_only_the_lock(data_dir, created)
-        raise
+    return settings
 
 
 def _first_missing(folder: Path) -> Path | None:
@@ -297,233 +306,320 @@ def _remove_if_only_the_lock(data_dir: Path, created: Path) -> None:
                     break
 
 
-def _train_locked(
-    settings, data_dir, output, user_callbacks, devices, progress_bar, hooks, call_hooks
-):
-    info = validate_dataset(settings)
-    for notice in info.notices:
-        _say(notice)
-    _say(info.channels_line())
-    signature = signature_of(settings, info)
-    progress = ost.load_latest_progress(data_dir)
-    _close_stale_runs(data_dir, progress)
-    # An incompatible change starts a new run, but the old run's progress.ost is set aside only
-    # once the new run has passed every check (initial weights, cache): a bad setting must leave
-    # the Data Directory as it was, still resumable.
-    replaced = None
-    if progress is not None and progress.signature != signature:
-        replaced, progress = progress, None
-    total = info.total_steps
-    if progress is not None:
-        if progress.step >= total:
-            _say(
-                f"{progress.run_name} already trained {progress.step} of {total} steps; nothing to do"
-            )
-            final = _final_cat_from_progress(data_dir, progress, settings, info, signature, total)
-            if output:
-                _copy_model(final, output)
-            return Path(output) if output else final
-        _say(f"resuming {progress.run_name} at step {progress.step} of {total}")
-    start_step = progress.step if progress else 0
+def crop_plan(settings: TrainSettings, info: DataSetInfo, total: int) -> CropPlan:
+    """The crops a run sees: one construction for a run and for rebuilding its final .cat."""
+    from ccat_tf.models import divisor
 
-    # ---- TensorFlow, strategy, model ---------------------------------------------------------
-    all_devices = _configure_tensorflow(settings, devices)
-    import keras
-    import tensorflow as tf
-
-    replica_devices = _replicas_for(all_devices, info.batch_size)
-    strategy = tf.distribute.MirroredStrategy(devices=replica_devices)
-    if len(replica_devices) > 1:
-        _say(f"training on {len(replica_devices)} replicas: {', '.join(replica_devices)}")
-    from ccat_tf.models import build_model, divisor
-
-    n_in, n_out = len(info.input_channels), len(info.output_channels)
-    initial = None if progress else _initial_weights(settings, info)
-    keras.utils.set_random_seed(settings.seed)
-    with strategy.scope():
-        net = build_model(n_in, n_out, settings.model_size, residual=info.residual)
-        trainer = _make_trainer(net)
-        optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
-        trainer.compile(optimizer=optimizer, jit_compile=False)
-        optimizer.build(net.trainable_variables)
-        if progress is not None:
-            _restore(net, optimizer, progress)
-        elif initial is not None:
-            _load_initial(net, initial)
-
-    # ---- run table, data, callbacks ----------------------------------------------------------
-    notices: list[str] = []
-    cache = open_cache(info, settings, data_dir, notices)
-    for n in notices:
-        _say(n)
-    if replaced is not None:
-        kept = ost.set_aside(data_dir, replaced.run_name)
-        _say(
-            f"settings changed ({_describe_change(replaced.signature, signature)}): starting a new "
-            f"run; {replaced.run_name}'s progress is kept as {kept.name if kept else '-'}"
-        )
-    run = runtable.start_run(
-        data_dir,
-        settings=settings.to_dict()
-        | {"batch_size_resolved": info.batch_size, "crop_size_resolved": info.crop_size},
-        first_step=start_step,
-        total_steps=total,
-        name=settings.run_name,
-    )
-    bounds = stage_bounds(total, settings.use_multi_resolution_training)
-    plan = CropPlan(
+    multi = settings.use_multi_resolution_training
+    return CropPlan(
         seed=settings.seed,
         pairs=info.pairs,
         batch_size=info.batch_size,
         crop_size=info.crop_size,
         divisor=divisor(settings.model_size),
-        stage_bounds=tuple(bounds),
-        stage_scales=STAGE_SCALES if settings.use_multi_resolution_training else (1.0, 1.0, 1.0),
+        stage_bounds=tuple(stage_bounds(total, multi)),
+        stage_scales=STAGE_SCALES if multi else (1.0, 1.0, 1.0),
         frame_hw=(info.height, info.width),
         augment=settings.augment,
     )
-    ds = make_tf_dataset(cache, plan, start_step, total, n_in, n_out)
 
-    from ccat_tf.callbacks import RunContext, standard_callbacks
-    from ccat_tf.model import Model
 
-    def save_model(path, step):
-        return _save_checkpoint(
-            path, net, settings, info, run, step, total, plan, ctx.last_loss, ctx.val_psnr
+@dataclass
+class TrainingRun:
+    """One training, in the stages a reader follows: :meth:`prepare` (data set, resume or new
+    run), :meth:`build` (devices, strategy, network, optimizer), :meth:`open` (frame cache, run
+    table, crops, the callbacks' context), :meth:`fit` (Keras ``fit``), :meth:`finish` (final
+    checkpoint, hooks, output) and :meth:`close` (run table, files). It is also what the
+    callbacks save through (:meth:`save_model`, :meth:`save_progress`)."""
+
+    settings: TrainSettings
+    data_dir: Path
+    output: Path | None
+    user_callbacks: list
+    devices: Sequence[str] | None
+    progress_bar: bool
+    hooks: dict[str, list]
+    # ---- set by prepare() ----
+    info: DataSetInfo | None = None
+    signature: dict = field(default_factory=dict)
+    progress: ost.Progress | None = None  #: the progress this run resumes (None: a new run)
+    replaced: ost.Progress | None = None  #: an incompatible run's progress, set aside in open()
+    total: int = 0
+    start_step: int = 0
+    # ---- set by build() and open() ----
+    net: Any = None  #: the Keras network (what a .cat holds)
+    optimizer: Any = None
+    trainer: Any = None  #: the Keras model whose train_step fit() runs
+    cache: FrameCache | None = None
+    run: dict = field(default_factory=dict)  #: this run's entry in the run table
+    plan: CropPlan | None = None
+    ctx: RunContext | None = None
+
+    def execute(self) -> Path:
+        finished = self.prepare()
+        if finished is not None:
+            return finished
+        self.build()
+        self.open()
+        status = "failed"
+        try:
+            self.fit()
+            self.raise_if_stopped()
+            path = self.finish()
+            status = "finished"
+            return path
+        except TrainingInterrupted:
+            status = "interrupted"
+            raise
+        except HookError:
+            if self.ctx.step > self.start_step and self.ctx.last_progress_step != self.ctx.step:
+                self.save_progress(self.ctx.step)
+            raise
+        finally:
+            self.close(status)
+
+    # ---- stages ----------------------------------------------------------------------------
+    def prepare(self) -> Path | None:
+        """Validate the data set and decide: resume, start a new run, or nothing left to do
+        (then the finished run's final .cat, copied to ``output``, is returned)."""
+        info = self.info = validate_dataset(self.settings)
+        for notice in info.notices:
+            _say(notice)
+        _say(info.channels_line())
+        self.signature = signature_of(self.settings, info)
+        progress = ost.load_latest_progress(self.data_dir)
+        _close_stale_runs(self.data_dir, progress)
+        # An incompatible change starts a new run, but the old run's progress.ost is set aside
+        # only once the new run has passed every check (initial weights, cache): a bad setting
+        # must leave the Data Directory as it was, still resumable.
+        if progress is not None and progress.signature != self.signature:
+            self.replaced, progress = progress, None
+        self.total = info.total_steps
+        if progress is not None and progress.step >= self.total:
+            done = f"{progress.run_name} already trained {progress.step} of {self.total} steps"
+            _say(f"{done}; nothing to do")
+            final = _final_cat_from_progress(self.data_dir, progress, self.settings, info)
+            return self._deliver(final)
+        if progress is not None:
+            _say(f"resuming {progress.run_name} at step {progress.step} of {self.total}")
+        self.progress = progress
+        self.start_step = progress.step if progress else 0
+        return None
+
+    def build(self) -> None:
+        """Devices, the MirroredStrategy, and the network and optimizer in its scope (restored
+        from the progress file, or from the initial weights)."""
+        import keras
+        import tensorflow as tf
+
+        from ccat_tf.models import build_model
+
+        info, settings = self.info, self.settings
+        replicas = _replicas_for(_configure_tensorflow(settings, self.devices), info.batch_size)
+        strategy = tf.distribute.MirroredStrategy(devices=replicas)
+        if len(replicas) > 1:
+            _say(f"training on {len(replicas)} replicas: {', '.join(replicas)}")
+        initial = None if self.progress else _initial_weights(settings, info)
+        keras.utils.set_random_seed(settings.seed)
+        n_in, n_out = len(info.input_channels), len(info.output_channels)
+        with strategy.scope():
+            self.net = build_model(n_in, n_out, settings.model_size, residual=info.residual)
+            self.trainer = _make_trainer(self.net)
+            self.optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
+            self.trainer.compile(optimizer=self.optimizer, jit_compile=False)
+            self.optimizer.build(self.net.trainable_variables)
+            if self.progress is not None:
+                _restore(self.net, self.optimizer, self.progress)
+            elif initial is not None:
+                _load_initial(self.net, initial)
+
+    def open(self) -> None:
+        """The frame cache, this run's entry in the run table, the crop plan and the context
+        the callbacks share (validation pairs, preview frames, the summary writer)."""
+        notices: list[str] = []
+        self.cache = open_cache(self.info, self.settings, self.data_dir, notices)
+        for n in notices:
+            _say(n)
+        if self.replaced is not None:
+            kept = ost.set_aside(self.data_dir, self.replaced.run_name)
+            change = _describe_change(self.replaced.signature, self.signature)
+            _say(
+                f"settings changed ({change}): starting a new run; {self.replaced.run_name}'s "
+                f"progress is kept as {kept.name if kept else '-'}"
+            )
+        resolved = {"batch_size_resolved": self.info.batch_size}
+        resolved["crop_size_resolved"] = self.info.crop_size
+        self.run = runtable.start_run(
+            self.data_dir,
+            settings=self.settings.to_dict() | resolved,
+            first_step=self.start_step,
+            total_steps=self.total,
+            name=self.settings.run_name,
         )
+        self.plan = crop_plan(self.settings, self.info, self.total)
+        self.ctx = self._context()
 
-    def save_progress(step):
-        return ost.save_progress(
-            data_dir,
-            ost.Progress(
-                step=step,
-                total_steps=total,
-                stage=plan.stage_of(max(step - 1, 0)),
-                run_id=run["id"],
-                run_name=run["name"],
-                signature=signature,
-                settings=settings.to_dict(),
-                dataset=info.to_dict(),
-                weights=net.get_weights(),
-                optimizer=[v.numpy() for v in optimizer.variables],
-                last_loss=ctx.last_loss,
-            ),
+    def _context(self) -> RunContext:
+        from ccat_tf.callbacks import RunContext
+        from ccat_tf.model import Model
+
+        info = self.info
+        ctx = RunContext(
+            data_directory=self.data_dir,
+            run_id=self.run["id"],
+            run_name=self.run["name"],
+            start_step=self.start_step,
+            total_steps=self.total,
+            info=info,
+            plan=self.plan,
+            cache=self.cache,
+            settings=self.settings,
+            saver=self,
+            hooks=self.hooks,
+            step=self.start_step,
+            last_loss=self.progress.last_loss if self.progress else None,
         )
+        if info.validation_frames:
+            frames = info.validation_frames
+            ctx.validation_cache = FrameCache.build_in_memory(info, [1.0], frames=frames)
+        ctx.model = Model(self.net, self.metadata(self.start_step))
+        if info.preview and info.preview_frames:
+            ctx.preview_frames = _load_previews(info)
+        ctx.writer = summaries.open_writer(ctx.summary_folder)
+        return ctx
 
-    ctx = RunContext(
-        data_directory=data_dir,
-        run_id=run["id"],
-        run_name=run["name"],
-        start_step=start_step,
-        total_steps=total,
-        net=net,
-        optimizer=optimizer,
-        info=info,
-        plan=plan,
-        cache=cache,
-        settings=settings,
-        signature=signature,
-        save_model=save_model,
-        save_progress=save_progress,
-        hooks=hooks,
-        step=start_step,
-        last_loss=progress.last_loss if progress else None,
-    )
-    if info.validation_frames:
-        ctx.validation_cache = FrameCache.build_in_memory(
-            info, [1.0], frames=info.validation_frames
-        )
-    ctx.model = Model(net, _metadata(settings, info, run, start_step, total, plan, None, None))
-    if info.preview and info.preview_frames:
-        ctx.preview_frames = _load_previews(info)
-    ctx.writer = summaries.open_writer(ctx.summary_folder)
-    cbs, stopper = standard_callbacks(ctx, progress_bar=progress_bar)
-    cbs.extend(user_callbacks)
+    def fit(self) -> None:
+        """The on_training_start hook, then Keras ``fit`` over the remaining steps (stopped
+        early by a NaN loss, a signal or a hook: see :meth:`stop_status`)."""
+        from ccat_tf.callbacks import standard_callbacks
+        from ccat_tf.hooks import call_hooks
 
-    status = "failed"
-    try:
+        n_in, n_out = len(self.info.input_channels), len(self.info.output_channels)
+        ds = make_tf_dataset(self.cache, self.plan, self.start_step, self.total, n_in, n_out)
+        cbs, stopper = standard_callbacks(self.ctx, progress_bar=self.progress_bar)
+        cbs.extend(self.user_callbacks)
         call_hooks(
             "on_training_start",
-            hooks["on_training_start"],
-            settings=settings.to_dict(),
-            data_directory=str(data_dir),
-            run_name=run["name"],
-            start_step=start_step,
-            total_steps=total,
+            self.hooks["on_training_start"],
+            settings=self.settings.to_dict(),
+            data_directory=str(self.data_dir),
+            run_name=self.run["name"],
+            start_step=self.start_step,
+            total_steps=self.total,
         )
         stopper.install()
         try:
-            trainer.fit(
-                ds,
-                epochs=1,
-                steps_per_epoch=total - start_step,
-                verbose=0,
-                callbacks=cbs,
-                shuffle=False,
+            steps = self.total - self.start_step
+            self.trainer.fit(
+                ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=cbs, shuffle=False
             )
         finally:
             stopper.uninstall()
+
+    def raise_if_stopped(self) -> None:
+        """Raise for a run that stopped early: a NaN loss, or a signal once progress is saved."""
+        ctx = self.ctx
         if ctx.stop_reason == "nan":
-            status = "failed"
             raise NonFiniteLoss(
                 f"training stopped: {ctx.stop_detail}; the last good checkpoint and progress in "
-                f"{data_dir} were kept. Check the data set for extreme values or lower learning_rate"
+                f"{self.data_dir} were kept. Check the data set for extreme values or lower "
+                "learning_rate"
             )
         if ctx.stop_reason and ctx.stop_reason.startswith("signal:"):
-            status = "interrupted"
             # The writer already saved this step when it saw the stop; saving it again would
             # rotate the older progress file (the fallback if this one is damaged) away.
             if ctx.last_progress_step != ctx.step:
-                ctx.save_progress(ctx.step)
+                self.save_progress(ctx.step)
             err = TrainingInterrupted(
-                f"{ctx.stop_reason[7:]} received: progress saved at step {ctx.step} of {total} in "
-                f"{data_dir / ost.CURRENT}; train again with the same settings to resume"
+                f"{ctx.stop_reason[7:]} received: progress saved at step {ctx.step} of "
+                f"{self.total} in {self.data_dir / ost.CURRENT}; train again with the same "
+                "settings to resume"
             )
             if ctx.stop_reason == "signal:SIGINT":
                 err.exit_code = 130
             raise err
-        # Finished: the final checkpoint (with validation, preview and the on_checkpoint hook),
-        # the last contact sheet if the interval skipped it, and the progress at the end.
-        from ccat_tf.callbacks import DataDirectoryWriter
 
-        writer = DataDirectoryWriter(ctx)
-        final = writer.checkpoint(total)
-        if total % settings.contact_sheet_interval:
-            writer.contact_sheet(total)
-        status = "finished"
+    def finish(self) -> Path:
+        """The final checkpoint (with validation, preview and the on_checkpoint hook), the last
+        contact sheet if the interval skipped it, the on_training_end hook, the output copy."""
+        from ccat_tf.callbacks import DataDirectoryWriter
+        from ccat_tf.hooks import call_hooks
+
+        writer = DataDirectoryWriter(self.ctx)
+        final = writer.checkpoint(self.total)
+        if self.total % self.settings.contact_sheet_interval:
+            writer.contact_sheet(self.total)
         call_hooks(
             "on_training_end",
-            hooks["on_training_end"],
+            self.hooks["on_training_end"],
             path=str(final),
-            step=total,
-            loss=ctx.last_loss,
-            data_directory=str(data_dir),
-            run_name=run["name"],
+            step=self.total,
+            loss=self.ctx.last_loss,
+            data_directory=str(self.data_dir),
+            run_name=self.run["name"],
         )
-        if output:
-            _copy_model(final, output)
-            return Path(output)
-        return final
-    except HookError:
-        status = "failed"
-        if ctx.step > start_step and ctx.last_progress_step != ctx.step:
-            ctx.save_progress(ctx.step)
-        raise
-    finally:
+        return self._deliver(final)
+
+    def close(self, status: str) -> None:
+        """Close the summary writer and the cache; record how the run ended in the run table."""
+        ctx = self.ctx
         if ctx.writer is not None:
             summaries.close_writer_quietly(ctx.writer)
-        cache.close()
-        try:
+        self.cache.close()
+        with contextlib.suppress(CcatError):
             runtable.update_run(
-                data_dir,
-                run["id"],
+                self.data_dir,
+                self.run["id"],
                 status=status,
                 last_step=ctx.step,
                 last_loss=ctx.last_loss,
                 ended=_now(),
             )
-        except CcatError:
-            pass
+
+    def _deliver(self, final: Path) -> Path:
+        if self.output is None:
+            return final
+        _copy_model(final, self.output)
+        return self.output
+
+    # ---- what the callbacks save through ---------------------------------------------------
+    def save_model(self, path: Path, step: int) -> Path:
+        """A .cat of the network at ``step``."""
+        from ccat_tf.model import Model
+
+        return Model(self.net, self.metadata(step)).save(path)
+
+    def metadata(self, step: int):
+        """The :class:`~ccat_tf.model_info.ModelInfo` of this run's network at ``step``."""
+        return model_info(
+            self.settings,
+            self.info,
+            self.plan,
+            run_name=self.run["name"],
+            step=step,
+            total=self.total,
+            last_loss=self.ctx.last_loss if self.ctx else None,
+            val_psnr=self.ctx.val_psnr if self.ctx else None,
+        )
+
+    def save_progress(self, step: int) -> Path:
+        """The .ost: weights, every optimizer variable, the step and what the run must match."""
+        return ost.save_progress(
+            self.data_dir,
+            ost.Progress(
+                step=step,
+                total_steps=self.total,
+                stage=self.plan.stage_of(max(step - 1, 0)),
+                run_id=self.run["id"],
+                run_name=self.run["name"],
+                signature=self.signature,
+                settings=self.settings.to_dict(),
+                dataset=self.info.to_dict(),
+                weights=self.net.get_weights(),
+                optimizer=[v.numpy() for v in self.optimizer.variables],
+                last_loss=self.ctx.last_loss,
+            ),
+        )
 
 
 def _close_stale_runs(data_dir: Path, progress) -> None:
@@ -581,8 +677,18 @@ def _load_previews(info: DataSetInfo):
     return out
 
 
-def _metadata(settings, info, run, step, total, plan, last_loss, val_psnr):
-    """The :class:`~ccat_tf.model_info.ModelInfo` of this run's network at ``step``."""
+def model_info(
+    settings: TrainSettings,
+    info: DataSetInfo,
+    plan: CropPlan,
+    *,
+    run_name: str,
+    step: int,
+    total: int,
+    last_loss: float | None,
+    val_psnr: float | None,
+):
+    """The :class:`~ccat_tf.model_info.ModelInfo` of a run's network at ``step``."""
     from ccat_tf.model_info import ModelInfo
 
     return ModelInfo(
@@ -599,7 +705,7 @@ def _metadata(settings, info, run, step, total, plan, last_loss, val_psnr):
         batch_size=info.batch_size,
         crop_size=info.crop_size,
         stage=plan.stage_of(max(step - 1, 0)),
-        run_name=run["name"],
+        run_name=run_name,
         dataset={
             "input": info.input,
             "ground_truth": info.ground_truth,
@@ -614,21 +720,16 @@ def _metadata(settings, info, run, step, total, plan, last_loss, val_psnr):
     )
 
 
-def _save_checkpoint(
-    path, net, settings, info, run, step, total, plan, last_loss, val_psnr
+def _final_cat_from_progress(
+    data_dir: Path, progress: ost.Progress, settings: TrainSettings, info: DataSetInfo
 ) -> Path:
-    from ccat_tf.model import Model
+    """The finished run's final .cat; rebuilt from the .ost if it was deleted or is damaged."""
+    from ccat_tf.model import Model, read_info
+    from ccat_tf.models import build_model
 
-    info = _metadata(settings, info, run, step, total, plan, last_loss, val_psnr)
-    return Model(net, info).save(path)
-
-
-def _final_cat_from_progress(data_dir, progress, settings, info, signature, total) -> Path:
-    """The finished run's final .cat; rebuilt from the .ost if it was deleted."""
+    total = info.total_steps
     path = data_dir / f"{progress.run_name}.step{total:07d}.cat"
     if path.exists():
-        from ccat_tf.model import read_info
-
         try:
             read_info(path)  # never hand out (or copy to --output) a damaged file
             return path
@@ -636,30 +737,21 @@ def _final_cat_from_progress(data_dir, progress, settings, info, signature, tota
             import warnings
 
             warnings.warn(f"{err}; rebuilding it from {progress.path}", stacklevel=2)
-    from ccat_tf.models import build_model, divisor
-
-    net = build_model(
-        len(info.input_channels),
-        len(info.output_channels),
-        settings.model_size,
-        residual=info.residual,
-    )
+    n_in, n_out = len(info.input_channels), len(info.output_channels)
+    net = build_model(n_in, n_out, settings.model_size, residual=info.residual)
     net.set_weights(progress.weights)
-    plan = CropPlan(
-        settings.seed,
-        info.pairs,
-        info.batch_size,
-        info.crop_size,
-        divisor(settings.model_size),
-        tuple(stage_bounds(total, settings.use_multi_resolution_training)),
-        STAGE_SCALES,
-        (info.height, info.width),
-        settings.augment,
+    plan = crop_plan(settings, info, total)
+    meta = model_info(
+        settings,
+        info,
+        plan,
+        run_name=progress.run_name,
+        step=total,
+        total=total,
+        last_loss=progress.last_loss,
+        val_psnr=None,
     )
-    run = {"name": progress.run_name, "id": progress.run_id}
-    return _save_checkpoint(
-        path, net, settings, info, run, total, total, plan, progress.last_loss, None
-    )
+    return Model(net, meta).save(path)
 
 
 def _copy_model(src: Path, dst) -> None:
@@ -668,6 +760,3 @@ def _copy_model(src: Path, dst) -> None:
     dst = Path(dst)
     with atomic_path(dst) as tmp:
         tmp.write_bytes(Path(src).read_bytes())
-
-
-TrainHook = Callable[..., Any]
