@@ -142,142 +142,21 @@ def validate_dataset(
     for key in ("input", "ground_truth", "frames"):
         if not getattr(settings, key):
             raise SettingsError(f"{key} is not set; give the {key.replace('_', ' ')} sequence")
-    frames = framespec.parse_frames(settings.frames)
-    validation = (
-        framespec.parse_frames(settings.validation_frames) if settings.validation_frames else []
-    )
-    preview_frames = (
-        framespec.parse_frames(settings.preview_frames) if settings.preview_frames else []
-    )
-    problems: list[str] = []
-    notices: list[str] = []
-
-    overlap = sorted(set(frames) & set(validation))
-    if overlap:
-        problems.append(
-            f"validation_frames {framespec.format_frames(overlap)} are also training frames; "
-            "hold validation frames out of frames"
-        )
-    if settings.preview and not preview_frames:
-        problems.append("preview is set but preview_frames is empty; give the frames to preview")
-
-    in_names: list[str] | None = None
-    out_names: list[str] | None = None
-    sizes: set[tuple[int, int]] = set()
-    hdr = False
-    for frame in frames + validation:
-        pair = []
-        for side, pattern, spec in (
-            ("input", settings.input, settings.input_channels),
-            ("ground truth", settings.ground_truth, settings.output_channels),
-        ):
-            path = framespec.frame_path(pattern, frame)
-            if not os.path.lexists(path):  # a broken link or loop: imageio says which
-                problems.append(
-                    f"frame {frame}: {side} file {path} does not exist; render it or remove the frame from frames"
-                )
-                continue
-            try:
-                info = imageio.image_info(path)
-                names = imageio.channel_names_for(spec, info.channel_names, path=path)
-                pixels = imageio.read_image(path, spec)
-            except CcatError as err:
-                problems.append(str(err))
-                continue
-            n_nan, n_inf = imageio.is_finite_report(pixels)
-            if n_nan or n_inf:
-                problems.append(
-                    f"{path} has {n_nan} NaN and {n_inf} infinite pixel values; clamp or fix them "
-                    "(e.g. an Expression node) before training"
-                )
-            if pixels.size and (float(pixels.max()) > 1.0 or float(pixels.min()) < 0.0):
-                hdr = True
-            pair.append((path, info, names))
-            if side == "input":
-                in_names = in_names or names
-            else:
-                out_names = out_names or names
-        if len(pair) == 2:
-            (ip, ii, _), (gp, gi, _) = pair
-            if (ii.width, ii.height) != (gi.width, gi.height):
-                problems.append(
-                    f"frame {frame}: input {ip} is {ii.width}x{ii.height} but ground truth {gp} is "
-                    f"{gi.width}x{gi.height}; reformat one to match"
-                )
-            sizes.add((ii.height, ii.width))
-
-    if settings.preview:
-        for frame in preview_frames:
-            path = framespec.frame_path(settings.preview, frame)
-            if not os.path.lexists(path):
-                problems.append(
-                    f"preview frame {frame}: {path} does not exist; fix preview or preview_frames"
-                )
-                continue
-            try:
-                imageio.channel_names_for(
-                    settings.input_channels, imageio.image_info(path).channel_names, path=path
-                )
-            except CcatError as err:
-                problems.append(str(err))
-
-    pairs = len(frames)
-    from ccat_tf.models import divisor as model_divisor
-
-    div = model_divisor(settings.model_size)
-    crop = settings.crop_size
-    height = width = 0
-    if sizes:
-        height = min(h for h, _ in sizes)
-        width = min(w for _, w in sizes)
-        largest = min(height, width) // div * div
-        if largest < MIN_CROP:
-            problems.append(
-                f"frames are {width}x{height}, too small to train on; use frames of at least "
-                f"{MIN_CROP}x{MIN_CROP} pixels"
-            )
-        elif crop > largest:
-            notices.append(
-                f"crop_size {crop} does not fit the {width}x{height} frames; reduced to {largest}"
-            )
-            crop = largest
-        elif crop % div:
-            crop = crop // div * div
-            notices.append(
-                f"crop_size rounded down to {crop}, a multiple of {div} for this model_size"
-            )
-    if settings.batch_size != "auto" and int(settings.batch_size) > pairs:
-        problems.append(
+    survey = _Survey(settings)
+    survey.check_frame_lists()
+    for frame in survey.frames + survey.validation:
+        survey.check_pair(frame)
+    survey.check_previews()
+    crop = survey.fit_crop()
+    if settings.batch_size != "auto" and int(settings.batch_size) > len(survey.frames):
+        pairs = len(survey.frames)
+        survey.problems.append(
             f"batch_size {settings.batch_size} is more than the {pairs} image pairs; use at most "
             f"{pairs} or 'auto'"
         )
-    if problems:
-        raise DataSetProblems(problems)
-    assert in_names is not None and out_names is not None
-    batch = _resolve_batch_size(settings, pairs, crop, notices)
-    steps = total_steps(settings.epochs, pairs, batch)
-    in_kinds = transform.choose_kinds(in_names, hdr)
-    out_kinds = transform.choose_kinds(out_names, hdr)
-    info = DataSetInfo(
-        input=settings.input,
-        ground_truth=settings.ground_truth,
-        frames=frames,
-        input_channels=in_names,
-        output_channels=out_names,
-        width=width,
-        height=height,
-        hdr=hdr,
-        input_transform=in_kinds,
-        output_transform=out_kinds,
-        crop_size=crop,
-        batch_size=batch,
-        total_steps=steps,
-        validation_frames=validation,
-        preview=settings.preview,
-        preview_frames=preview_frames,
-        notices=notices,
-        residual=len(in_names) == len(out_names) and in_kinds == out_kinds,
-    )
+    if survey.problems:
+        raise DataSetProblems(survey.problems)
+    info = survey.info(crop)
     if report is not None:
         from ccat_tf.atomic import atomic_write_json
 
@@ -285,6 +164,168 @@ def validate_dataset(
             report, {"ok": True, **info.to_dict(), "channels_line": info.channels_line()}
         )
     return info
+
+
+class _Survey:
+    """What :func:`validate_dataset` finds, frame by frame: every problem (one line each, all
+    reported together), the notices, the channels, frame sizes and whether values exceed 0..1."""
+
+    def __init__(self, settings: TrainSettings):
+        self.settings = settings
+        self.frames = framespec.parse_frames(settings.frames)
+        self.validation = _frames_or_none(settings.validation_frames)
+        self.preview_frames = _frames_or_none(settings.preview_frames)
+        self.problems: list[str] = []
+        self.notices: list[str] = []
+        self.in_names: list[str] | None = None
+        self.out_names: list[str] | None = None
+        self.sizes: set[tuple[int, int]] = set()
+        self.hdr = False
+
+    def check_frame_lists(self) -> None:
+        overlap = sorted(set(self.frames) & set(self.validation))
+        if overlap:
+            self.problems.append(
+                f"validation_frames {framespec.format_frames(overlap)} are also training "
+                "frames; hold validation frames out of frames"
+            )
+        if self.settings.preview and not self.preview_frames:
+            self.problems.append(
+                "preview is set but preview_frames is empty; give the frames to preview"
+            )
+
+    def check_pair(self, frame: int) -> None:
+        """Both frames of a pair readable, with the channels, finite, and of one size."""
+        s = self.settings
+        found = []
+        for side, pattern, spec in (
+            ("input", s.input, s.input_channels),
+            ("ground truth", s.ground_truth, s.output_channels),
+        ):
+            read = self._read(frame, side, framespec.frame_path(pattern, frame), spec)
+            if read is not None:
+                found.append(read)
+        if len(found) == 2:
+            (ip, ii), (gp, gi) = found
+            if (ii.width, ii.height) != (gi.width, gi.height):
+                self.problems.append(
+                    f"frame {frame}: input {ip} is {ii.width}x{ii.height} but ground truth {gp} "
+                    f"is {gi.width}x{gi.height}; reformat one to match"
+                )
+            self.sizes.add((ii.height, ii.width))
+
+    def _read(self, frame: int, side: str, path: str, spec):
+        """(path, header) of one frame, or None after noting its problem."""
+        if not os.path.lexists(path):  # a broken link or loop: imageio says which
+            self.problems.append(
+                f"frame {frame}: {side} file {path} does not exist; render it or remove the "
+                "frame from frames"
+            )
+            return None
+        try:
+            info = imageio.image_info(path)
+            names = imageio.channel_names_for(spec, info.channel_names, path=path)
+            pixels = imageio.read_image(path, spec)
+        except CcatError as err:
+            self.problems.append(str(err))
+            return None
+        n_nan, n_inf = imageio.is_finite_report(pixels)
+        if n_nan or n_inf:
+            self.problems.append(
+                f"{path} has {n_nan} NaN and {n_inf} infinite pixel values; clamp or fix them "
+                "(e.g. an Expression node) before training"
+            )
+        if pixels.size and (float(pixels.max()) > 1.0 or float(pixels.min()) < 0.0):
+            self.hdr = True
+        if side == "input":
+            self.in_names = self.in_names or names
+        else:
+            self.out_names = self.out_names or names
+        return path, info
+
+    def check_previews(self) -> None:
+        s = self.settings
+        if not s.preview:
+            return
+        for frame in self.preview_frames:
+            path = framespec.frame_path(s.preview, frame)
+            if not os.path.lexists(path):
+                self.problems.append(
+                    f"preview frame {frame}: {path} does not exist; fix preview or preview_frames"
+                )
+                continue
+            try:
+                names = imageio.image_info(path).channel_names
+                imageio.channel_names_for(s.input_channels, names, path=path)
+            except CcatError as err:
+                self.problems.append(str(err))
+
+    def fit_crop(self) -> int:
+        """crop_size as it fits the smallest frame and the model's divisor (with a notice)."""
+        from ccat_tf.models import divisor as model_divisor
+
+        div = model_divisor(self.settings.model_size)
+        crop = self.settings.crop_size
+        if not self.sizes:
+            return crop
+        height, width = self.frame_hw
+        largest = min(height, width) // div * div
+        if largest < MIN_CROP:
+            self.problems.append(
+                f"frames are {width}x{height}, too small to train on; use frames of at least "
+                f"{MIN_CROP}x{MIN_CROP} pixels"
+            )
+        elif crop > largest:
+            self.notices.append(
+                f"crop_size {crop} does not fit the {width}x{height} frames; reduced to {largest}"
+            )
+            crop = largest
+        elif crop % div:
+            crop = crop // div * div
+            self.notices.append(
+                f"crop_size rounded down to {crop}, a multiple of {div} for this model_size"
+            )
+        return crop
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        """The smallest frame height and width (0, 0 before any pair was read)."""
+        if not self.sizes:
+            return 0, 0
+        return min(h for h, _ in self.sizes), min(w for _, w in self.sizes)
+
+    def info(self, crop: int) -> DataSetInfo:
+        s = self.settings
+        assert self.in_names is not None and self.out_names is not None
+        pairs = len(self.frames)
+        batch = _resolve_batch_size(s, pairs, crop, self.notices)
+        in_kinds = transform.choose_kinds(self.in_names, self.hdr)
+        out_kinds = transform.choose_kinds(self.out_names, self.hdr)
+        height, width = self.frame_hw
+        return DataSetInfo(
+            input=s.input,
+            ground_truth=s.ground_truth,
+            frames=self.frames,
+            input_channels=self.in_names,
+            output_channels=self.out_names,
+            width=width,
+            height=height,
+            hdr=self.hdr,
+            input_transform=in_kinds,
+            output_transform=out_kinds,
+            crop_size=crop,
+            batch_size=batch,
+            total_steps=total_steps(s.epochs, pairs, batch),
+            validation_frames=self.validation,
+            preview=s.preview,
+            preview_frames=self.preview_frames,
+            notices=self.notices,
+            residual=len(self.in_names) == len(self.out_names) and in_kinds == out_kinds,
+        )
+
+
+def _frames_or_none(spec: str) -> list[int]:
+    return framespec.parse_frames(spec) if str(spec).strip() else []
 
 
 # ----------------------------------------------------------------------------------------------
