@@ -84,6 +84,9 @@ class Ctx:
         self.notes_cat.write_text("my notes, not a model\n")
         self.notes_h5 = root / "settings" / "notes.h5"
         self.notes_h5.write_text("my notes, not a cache\n")
+        # A named pipe: opening it for reading waits for a writer, forever.
+        self.fifo = root / "settings" / "fifo.yaml"
+        os.mkfifo(self.fifo)
         self.loss_csv = root / "settings" / "loss.csv"
         self.loss_csv.write_text("run,step,loss\nrun1,1,0.5\n")
         self.text_frames = root / "text_frames"
@@ -801,6 +804,81 @@ CASES = [
         "cli",
         lambda x: t(x, data_directory=str(x.root / "fresh_dd"), run_name="../../etc"),
         r"run name '\.\./\.\./etc' is not allowed; use 1-64 letters",
+    ),
+    # ---- not regular files: devices never end, FIFOs block (as processes: a hang is bounded) --
+    Case(
+        "process-settings-file-fifo",
+        "subprocess",
+        lambda x: t(x, "good", "--settings", str(x.fifo)),
+        r"cannot read settings file \S+fifo\.yaml: it is a named pipe \(FIFO\), not a regular "
+        r"file; check the path$",
+    ),
+    Case(
+        "process-info-dev-zero",
+        "subprocess",
+        lambda x: ["info", "/dev/zero"],
+        r"model file /dev/zero cannot be read: it is a device, not a regular file; give the path "
+        r"of a \.cat file$",
+    ),
+    Case(
+        "process-info-fifo",
+        "subprocess",
+        lambda x: ["info", str(x.fifo)],
+        r"model file \S+fifo\.yaml cannot be read: it is a named pipe \(FIFO\), not a regular "
+        r"file; give the path of a \.cat file$",
+    ),
+    Case(
+        "process-infer-dev-urandom",
+        "subprocess",
+        lambda x: x.infer("/dev/urandom"),
+        r"model file /dev/urandom cannot be read: it is a device, not a regular file",
+    ),
+    Case(
+        "process-checkpoint-file-dev-zero",
+        "subprocess",
+        lambda x: t(x, initial_weights="checkpoint", checkpoint_file="/dev/zero"),
+        r"model file /dev/zero cannot be read: it is a device, not a regular file",
+    ),
+    Case(
+        "process-checkpoint-file-fifo",
+        "subprocess",
+        lambda x: t(x, initial_weights="checkpoint", checkpoint_file=str(x.fifo)),
+        r"model file \S+fifo\.yaml cannot be read: it is a named pipe \(FIFO\)",
+    ),
+    Case(
+        "process-cache-file-dev-zero",
+        "subprocess",
+        lambda x: t(x, epochs=2, cache="hdf5", cache_file="/dev/zero"),
+        r"cache_file /dev/zero cannot be read: it is a device, not a regular file; give a cache "
+        r"file built with ccat-tf cache or leave cache_file empty$",
+    ),
+    # ---- hooks, graph, frame ranges ----------------------------------------------------------
+    Case(
+        "hook-raises-system-exit",
+        "cli",
+        lambda x: x.infer(None, "--before-render", "builtins:exit"),
+        r"before_render hook \S+ raised SystemExit: exit status None \(a hook cannot end the "
+        r"program\); stopped$",
+    ),
+    Case(
+        "graph-title-too-long",
+        "cli",
+        lambda x: [
+            "graph",
+            str(x.loss_csv),
+            "--output",
+            str(x.root / "graph.png"),
+            "--title",
+            "x" * 100_000,
+        ],
+        r"title is 100000 characters long; give at most 200$",
+    ),
+    Case(
+        "infer-a-million-frames-of-four",
+        "cli",
+        lambda x: x.infer(None, frames="1-1000000"),
+        r"input \S+ is missing 999996 of 1000000 frames \(5, 6, 7, 8, 9 and 999991 more\); "
+        r"check the pattern and the frames setting$",
     ),
     # ---- a few as real processes -------------------------------------------------------------
     Case(

@@ -362,22 +362,24 @@ def test_errors_quoting_metadata_are_escaped(hostile_cat, tiny_dataset, tmp_path
 
 @pytest.fixture
 def hostile_runs(tmp_path) -> Path:
+    """A run table whose text fields hold control sequences (names must be run names: a table
+    with another name is refused, see test_runs_json_with_a_wrong_type_is_one_line)."""
     dd = tmp_path / "dd"
     dd.mkdir()
     run = {
         "id": 1,
-        "name": HOSTILE,
+        "name": "run1",
         "started": HOSTILE,
-        "ended": None,
+        "ended": "\r\nccat-tf: error: forged",
         "status": "finished\x1b]0;title\x07",
         "settings": {"model_size": "\u202esmall", "batch_size": "\x1b[2J", "crop_size": 64},
         "first_step": 0,
-        "last_step": "\r\nccat-tf: error: forged",
+        "last_step": 10,
         "last_loss": None,
         "total_steps": 10,
     }
     (dd / "runs.json").write_text(
-        json.dumps({"runs": [run, {"id": 2, "name": 7, "settings": "x"}]})
+        json.dumps({"runs": [run, {"id": 2, "name": "7", "settings": {"model_size": HOSTILE}}]})
     )
     return dd
 
@@ -388,19 +390,24 @@ def test_runs_table_shows_hostile_entries_escaped(hostile_runs):
     assert code == 0 and err == "", err
     assert_inert(out, 4)  # header, rule, two runs
     code, out, err = run_cli(["runs", hostile_runs, "--json"])
-    assert code == 0 and "\x1b" not in out and json.loads(out)["runs"][0]["name"] == HOSTILE
+    assert code == 0 and "\x1b" not in out and json.loads(out)["runs"][0]["started"] == HOSTILE
     assert_untouched(before, snapshot(hostile_runs))
 
 
 def test_runs_errors_quoting_the_run_table_are_escaped(hostile_runs):
+    """A name that is not a run name refuses the table, quoting the name escaped."""
+    table = json.loads((hostile_runs / "runs.json").read_text())
+    table["runs"][0]["name"] = HOSTILE
+    (hostile_runs / "runs.json").write_text(json.dumps(table))
     before = snapshot(hostile_runs)
-    code, out, err = run_cli(["runs", hostile_runs, "--rename", "nope", "other"])
-    check_error_output(
-        code, err, r"no run 'nope' in \S+ \(runs: \\x1b\[2J.*forged \\u202eby the file, 7\)"
-    )
-    assert code == 2
-    assert_inert(err)
-    assert len(err.splitlines()) == 1, err
+    for argv in (["runs", hostile_runs], ["runs", hostile_runs, "--rename", "nope", "other"]):
+        code, out, err = run_cli(argv)
+        check_error_output(
+            code, err, r"runs\.json is damaged: run 1's name '\\x1b\[2J.* is not a run name"
+        )
+        assert code == 2
+        assert_inert(err)
+        assert len(err.splitlines()) == 1, err
     assert_untouched(before, {k: v for k, v in snapshot(hostile_runs).items() if k != ".ccat.lock"})
 
 
@@ -417,3 +424,289 @@ def test_a_hostile_lock_file_is_quoted_escaped(hostile_runs):
     check_error_output(code, err, r"it is in use by a training process \(\\x1b\[2J")
     assert_inert(err)
     assert len(err.splitlines()) == 1, err
+
+
+# ---- run tables: every entry typed, a run's files never the Data Directory's own ---------------
+
+
+def _finished_run_folder(tmp_path: Path) -> Path:
+    """A Data Directory with one finished run's files, a dotfile and the lock file."""
+    from ccat_tf import runs
+
+    dd = tmp_path / "dd"
+    dd.mkdir()
+    runs.start_run(dd, {"model_size": "small"}, 0, 4, name="run1")
+    (dd / "run1.step0000004.cat").write_bytes(b"PK\x05\x06" + bytes(18))
+    (dd / "run1").mkdir()
+    (dd / "run1" / "events.out.tfevents.1.host.summary").write_text("events")
+    (dd / ".gitignore").write_text("x\n")
+    (dd / ".ccat.lock").write_text("")
+    return dd
+
+
+def _files(snap: dict) -> dict:
+    """A snapshot without the lock file (the lock's holder writes its pid there)."""
+    return {k: v for k, v in snap.items() if k != ".ccat.lock"}
+
+
+def _edit_run(dd: Path, **fields) -> None:
+    table = json.loads((dd / "runs.json").read_text())
+    table["runs"][0].update(fields)
+    (dd / "runs.json").write_text(json.dumps(table))
+
+
+def test_rename_of_a_run_with_an_empty_name_renames_nothing(tmp_path):
+    """An empty name read from runs.json matched every dotfile: .gitignore became
+    shot.gitignore and the held lock file shot.ccat.lock."""
+    from ccat_tf import runs
+
+    dd = _finished_run_folder(tmp_path)
+    _edit_run(dd, name="")
+    before = snapshot(dd)
+    code, _, err = run_cli(["runs", "--rename", "1", "shot", dd])
+    check_error_output(code, err, r"runs\.json is damaged: run 1's name '' is not a run name")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in dd.iterdir()) == sorted(
+        [".ccat.lock", ".gitignore", "run1", "run1.step0000004.cat", "runs.json"]
+    )
+    assert_untouched(_files(before), _files(snapshot(dd)))
+    # Whatever a caller passes, a name that is not a run name owns no file.
+    for name in ("", ".", "..", ".ccat", "runs", "a/b"):
+        assert runs.run_files(dd, name) == []
+    # And a rename below the table check refuses such an old name too.
+    table = [{"id": 1, "name": ""}]
+    with pytest.raises(Exception, match="is not a run name"):
+        from unittest import mock
+
+        with mock.patch.object(runs, "load_runs", return_value=table):
+            runs._rename_locked(dd, "1", "shot")  # noqa: SLF001
+    assert (dd / ".gitignore").exists() and (dd / ".ccat.lock").exists()
+
+
+BAD_RUN_ENTRIES = [
+    ("id-text", {"id": "abc"}, r"run 1's id is 'abc', not a whole number"),
+    ("id-list", {"id": [1]}, r"run 1's id is \[1\], not a whole number"),
+    ("id-bool", {"id": True}, r"run 1's id is True"),
+    ("id-float", {"id": 1.5}, r"run 1's id is 1\.5"),
+    ("name-null", {"name": None}, r"run 1's name None is not a run name"),
+    ("name-int", {"name": 5}, r"run 1's name 5 is not a run name"),
+    ("name-list", {"name": ["a"]}, r"run 1's name \['a'\] is not a run name"),
+    ("name-path", {"name": "../x"}, r"run 1's name '\.\./x' is not a run name"),
+    ("loss-10-400", {"last_loss": 10**400}, r"run 1's last_loss is 1000.*not a finite number"),
+    ("loss-text", {"last_loss": "nan?"}, r"run 1's last_loss is 'nan\?'"),
+    ("steps-text", {"first_step": "x"}, r"run 1's first_step is 'x'"),
+    ("step-negative", {"last_step": -1}, r"run 1's last_step is -1"),
+    ("settings-list", {"settings": [1]}, r"run 1's settings is \[1\], not a mapping"),
+    ("started-int", {"started": 12345}, r"run 1's started is 12345, not text"),
+    ("status-dict", {"status": {"x": 1}}, r"run 1's status is \{'x': 1\}, not text"),
+]
+
+
+@pytest.mark.parametrize(
+    "fields,expect", [c[1:] for c in BAD_RUN_ENTRIES], ids=[c[0] for c in BAD_RUN_ENTRIES]
+)
+def test_runs_json_with_a_wrong_type_is_one_line(tmp_path, fields, expect):
+    """`runs`, `runs --rename` and a training read the table: each says which entry is wrong
+    (they raised OverflowError or TypeError, exit 1, a training after 18 s of work)."""
+    from ccat_tf import runs
+
+    dd = _finished_run_folder(tmp_path)
+    _edit_run(dd, **fields)
+    before = snapshot(dd)
+    for argv in (["runs", dd], ["runs", dd, "--json"], ["runs", "--rename", "1", "hero", dd]):
+        code, out, err = run_cli(argv)
+        check_error_output(code, err, r"runs\.json is damaged: " + expect)
+        assert code == 2 and len(err.splitlines()) == 1 and out == "", err
+    # What a training calls first: refused before any work.
+    with pytest.raises(Exception, match=expect) as raised:
+        runs.start_run(dd, {}, 0, 4)
+    assert type(raised.value).__name__ == "DataDirectoryError"
+    assert_untouched(_files(before), _files(snapshot(dd)))
+
+
+def test_duplicate_ids_or_names_refuse_the_table(tmp_path):
+    dd = _finished_run_folder(tmp_path)
+    table = json.loads((dd / "runs.json").read_text())
+    first = table["runs"][0]
+    for second, expect in (
+        (dict(first, name="run2"), r"run 2's id 1 is used by an earlier run too"),
+        (dict(first, id=2), r"run 2's name 'run1' is used by an earlier run too"),
+    ):
+        (dd / "runs.json").write_text(json.dumps({"runs": [first, second]}))
+        code, _, err = run_cli(["runs", dd])
+        check_error_output(code, err, expect)
+
+
+def test_run_table_formatting_never_raises():
+    from ccat_tf import runs
+
+    odd = [{"id": 1, "name": "a", "last_loss": 10**400}, {"id": 2, "name": "b", "last_loss": "x"}]
+    text = runs.format_run_table(odd)
+    assert text.count("\n") == 3 and " - " in text
+    assert runs._finite_or_none(10**400) is None  # noqa: SLF001
+    assert runs._finite_or_none([1]) is None and runs._finite_or_none(True) is None  # noqa: SLF001
+    assert runs._finite_or_none("0.5") == 0.5  # noqa: SLF001
+
+
+# ---- files that are not regular files: devices never end, FIFOs block -------------------------
+
+
+def test_what_a_path_is_is_said(tmp_path):
+    import os
+
+    from ccat_tf import regular_file
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "file").write_text("x")
+    assert regular_file.problem(tmp_path / "file") is None
+    assert regular_file.problem(fifo) == "it is a named pipe (FIFO), not a regular file"
+    assert regular_file.problem("/dev/zero") == "it is a device, not a regular file"
+    assert regular_file.problem(tmp_path / "zero") == "it is a device, not a regular file"
+    assert "symbolic link loop" in regular_file.problem(tmp_path / "loop")
+    assert "which does not exist" in regular_file.problem(tmp_path / "dangling")
+    assert regular_file.problem(tmp_path / "nope") == "it does not exist"
+    assert regular_file.problem(tmp_path) == "it is a folder, not a file"
+    start = time.monotonic()
+    with pytest.raises(regular_file.NotRegularFile, match="named pipe"):
+        regular_file.open_regular(fifo)  # returns at once: no writer is waited for
+    assert time.monotonic() - start < 5
+    with regular_file.open_regular(tmp_path / "file") as fh:
+        assert fh.read() == b"x"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "loop", "dangling"])
+def test_a_frame_that_is_not_a_file_says_what_it_is(tmp_path, kind):
+    """It said "the file is empty (0 bytes)" (a FIFO, a link to /dev/zero) or "does not exist"
+    (a link loop)."""
+    import os
+
+    from ccat_tf import imageio
+    from ccat_tf.errors import DataSetError
+
+    frame = tmp_path / "shot.0001.png"
+    expect = {
+        "fifo": "it is a named pipe (FIFO), not a regular file",
+        "device": "it is a device, not a regular file",
+        "loop": "it is a symbolic link loop",
+        "dangling": f"it is a symbolic link to {tmp_path / 'gone.png'}, which does not exist",
+    }[kind]
+    if kind == "fifo":
+        os.mkfifo(frame)
+    elif kind == "device":
+        frame.symlink_to("/dev/zero")
+    elif kind == "loop":
+        frame.symlink_to(frame)
+    else:
+        frame.symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DataSetError) as err:
+        imageio.read_image(frame)
+    assert f"cannot read frame {frame}: {expect}" in str(err.value)
+
+
+def test_a_million_frames_of_a_four_frame_shot_are_counted_from_one_listing(tmp_path):
+    """14 s (a stat per frame) before; the count stays exact."""
+    from ccat_tf import frames
+
+    for f in (1, 2, 3, 4):
+        (tmp_path / f"s.{f:04d}.png").write_bytes(b"x")
+    import os
+
+    os.mkfifo(tmp_path / "s.0002.png.fifo")  # a name that is no frame of the pattern
+    (tmp_path / "s.0003.png").unlink()
+    (tmp_path / "s.0003.png").symlink_to("/dev/zero")
+    seq = frames.Sequence(str(tmp_path / "s.####.png"), "1-1000000")
+    start = time.monotonic()
+    absent, not_files = seq.scan()
+    assert time.monotonic() - start < 5
+    assert len(absent) == 999_996 and absent[:2] == [5, 6] and not_files == [3]
+    assert seq.missing()[:3] == [3, 5, 6] and len(seq.missing()) == 999_997
+    # Frames in folders of their own are looked at one by one, with the same answer.
+    nested = frames.Sequence(str(tmp_path / "####" / "s.png"), "1-3")
+    assert nested.scan() == ([1, 2, 3], [])
+
+
+def test_an_exr_with_4000_channels_says_how_many_it_may_have(tmp_path):
+    """OIIO's own words were 'raise the OIIO global attribute limits:channels'."""
+    import numpy as np
+    from conftest import write_exr
+
+    from ccat_tf import imageio
+    from ccat_tf.errors import DataSetError
+
+    names = ["R", "G", "B"] + [f"c{i}" for i in range(3997)]
+    frame = tmp_path / "wide.0001.exr"
+    write_exr(frame, np.zeros((4, 4, 4000), np.float32), names)
+    with pytest.raises(DataSetError) as err:
+        imageio.read_image(frame)
+    message = str(err.value)
+    assert "it has 4000 channels (at most 1024)" in message
+    assert "limits:channels" not in message and "OIIO" not in message
+
+
+# ---- hooks cannot end the command silently ----------------------------------------------------
+
+
+@pytest.mark.parametrize("raiser", ["exit", "sys.exit(3)", "GeneratorExit"])
+def test_a_hook_raising_system_exit_is_a_hook_error(raiser):
+    """`--before-render builtins:exit` ended infer with status 0, no output and no frames."""
+    from ccat_tf import hooks
+    from ccat_tf.errors import HookError
+
+    def hook():
+        if raiser == "exit":
+            exit()  # noqa: PLR1722 - the builtin a user names
+        if raiser == "sys.exit(3)":
+            sys.exit(3)
+        raise GeneratorExit
+
+    with pytest.raises(
+        HookError, match=r"on_checkpoint hook \S+ raised (SystemExit|GeneratorExit)"
+    ):
+        hooks.call_hooks("on_checkpoint", [hook], step=1)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C still stops at once
+        hooks.call_hooks("on_checkpoint", [interrupted])
+
+
+def test_a_hook_file_that_exits_while_loading_is_a_hook_error(tmp_path):
+    from ccat_tf import hooks
+    from ccat_tf.errors import HookError
+
+    script = tmp_path / "quits.py"
+    script.write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(HookError, match=r"loading \S+quits\.py raised SystemExit"):
+        hooks.resolve_hook(f"{script}:f")
+
+
+# ---- graph: a hostile loss table -------------------------------------------------------------
+
+
+def test_graph_of_absurd_loss_values_plots_the_rest_silently(tmp_path):
+    """±1e308 losses printed three RuntimeWarnings and ended in 'unexpected ValueError: arange'."""
+    import subprocess
+
+    table = tmp_path / "loss.csv"
+    table.write_text(
+        "run,step,loss,stage_scale\n"
+        "run1,1,1e308,0.25\nrun1,2,-1e308,0.25\nrun1,3,0.5,1e308\nrun1,4,0.25,1.0\n"
+        "run$x,1e308,0.3,1.0\nrun$x,5,inf,1.0\nrun$x,6,0.2,1.0\n"
+    )
+    out = tmp_path / "graph.png"
+    argv = [sys.executable, "-m", "ccat_tf", "graph", str(table), "--output", str(out)]
+    argv += ["--title", "$\\bad{"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"wrote {out}"], proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Nothing plottable left: one line.
+    table.write_text("run,step,loss\nrun1,1,1e308\nrun1,2,-1e308\nrun1,1e300,0.5\n")
+    code, _, err = run_cli(["graph", table, "--output", tmp_path / "g2.png"])
+    check_error_output(code, err, r"loss\.csv has no loss values \(a finite loss of at most")
+    assert not (tmp_path / "g2.png").exists()
