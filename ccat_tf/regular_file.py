@@ -84,7 +84,9 @@ def open_regular(path: str | os.PathLike):
 
     A FIFO is opened without blocking (so the check cannot hang) and checked on the open file.
     """
-    check_regular(path)
+    what = problem(path)
+    if what is not None and what != "it does not exist":  # a missing file: open's own error
+        raise NotRegularFile(path, what)
     fd = os.open(Path(path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         what = _kind(os.fstat(fd).st_mode)
