@@ -53,10 +53,6 @@ class Range:
         return value > self.low if self.above else value >= self.low
 
 
-#: Settings that also take the word ``auto`` instead of a number.
-AUTO_NUMBERS = ("batch_size", "tile_size", "tile_overlap")
-
-
 def setting(
     default: Any = dataclasses.MISSING,
     help: str = "",  # noqa: A002 - the word argparse uses
@@ -64,13 +60,15 @@ def setting(
     knob: str = "-",
     choices: tuple[str, ...] | None = None,
     range: Range | None = None,  # noqa: A002
+    auto: bool = False,
     factory: Any = None,
 ):
     """A settings field and everything said about it, in one place: its default, help text,
-    CopyCat control (``knob``), allowed words (``choices``) and numeric ``range``. The CLI's
+    CopyCat control (``knob``), allowed words (``choices``), numeric ``range`` (``auto``: the
+    word ``auto`` is accepted instead of a number). The CLI's
     flags and ``--help``, the README tables (scripts/settings_table.py), the checks below and
     the workflow schema (tests/test_config_schema.py compares it) all read this."""
-    meta = {"help": help, "knob": knob, "choices": choices, "range": range}
+    meta = {"help": help, "knob": knob, "choices": choices, "range": range, "auto": auto}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -85,17 +83,16 @@ def describe(cls) -> dict[str, dict[str, Any]]:
     return out
 
 
-def check_range(name: str, value: Any, given: Any = None) -> None:
-    """Raise SettingsError if a numeric setting is outside its range (``auto`` passes).
-
-    ``given`` is the value as the user wrote it (``1e23`` rather than the integer it became)."""
-    limits = RANGES.get(name) or PRETRAIN_RANGES.get(name)
-    if limits is None or (value == "auto" and name in AUTO_NUMBERS):
+def check_range(f: dataclasses.Field, value: Any, given: Any = None) -> None:
+    """Raise SettingsError if field ``f``'s value is outside its range (``auto`` passes where
+    the field takes it). ``given`` is the value as written (``1e23``, not the int it became)."""
+    limits, auto = f.metadata.get("range"), f.metadata.get("auto", False)
+    if limits is None or (auto and value == "auto"):
         return
     if not limits.contains(value):
-        auto = "'auto' or " if name in AUTO_NUMBERS else ""
+        word = "'auto' or " if auto else ""
         shown = value if given is None else given
-        raise SettingsError(f"{name} is {shown}; use {auto}{limits.describe()}")
+        raise SettingsError(f"{f.name} is {shown}; use {word}{limits.describe()}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -170,6 +167,7 @@ class TrainSettings:
         "auto (from free GPU memory or RAM) or a number <= pairs",
         knob="Batch Size (`batchSizeType`, `batchSize`)",
         range=Range(1, 1024),
+        auto=True,
     )
     crop_size: int = setting(
         256, "size of the random square crops", knob="Crop Size (`cropSize`)", range=Range(16, 4096)
@@ -297,12 +295,14 @@ class InferSettings:
         "tile edge in pixels, or auto: the largest that fits free memory (whole frames when "
         "they fit)",
         range=Range(16, 65536),
+        auto=True,
     )
     tile_overlap: Any = setting(
         "auto",
         "pixels shared by neighbouring tiles, or auto: from the network's receptive field, so "
         "tiled output equals untiled output",
         range=Range(0, 4096),
+        auto=True,
     )
     batch_tiles: int = setting(4, "tiles run through the network together", range=Range(1, 256))
     output_data_type: str = setting(
@@ -407,8 +407,6 @@ def _ranges(*classes) -> dict[str, Range]:
 #: minimum/maximum mirror it, tests/test_config_schema.py checks). Upper bounds are far past any
 #: real use and keep numbers in what TensorFlow and NumPy take (a seed is a uint32).
 RANGES: dict[str, Range] = _ranges(TrainSettings, InferSettings)
-#: Pretraining's numbers (its crop, batch, rate and seed have the training ranges).
-PRETRAIN_RANGES: dict[str, Range] = _ranges(PretrainSettings)
 
 
 HOOK_FIELDS = {
@@ -439,7 +437,7 @@ def _from_mapping(cls, mapping, overrides):
     values = {}
     for name, value in data.items():
         values[name] = _coerce(name, known[name], value)
-        check_range(name, values[name], given=value)
+        check_range(known[name], values[name], given=value)
     return cls(**values)
 
 
@@ -453,7 +451,7 @@ def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:
         if callable(value):
             return [value]
         raise SettingsError(f"{name} must be 'module:function' or a list of them, not {value!r}")
-    if name in AUTO_NUMBERS:
+    if f.metadata.get("auto"):
         # Only the word means automatic: 0 is refused by the range (it used to mean auto
         # silently for batch_size and tile_size), and a 0 tile_overlap is a real, seamy overlap.
         return "auto" if value == "auto" else _as_int(name, value)
@@ -528,7 +526,7 @@ def _check_fields(obj) -> None:
     for f in fields(obj):
         value = getattr(obj, f.name)
         if f.metadata.get("range"):
-            check_range(f.name, value)
+            check_range(f, value)
         if f.metadata.get("choices"):
             check_choice(f.name, value, f.metadata["choices"])
 

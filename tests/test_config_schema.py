@@ -19,9 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-# Must match workflow/rules/common.smk.
-SHOT_KEYS = {"input", "ground_truth", "frames", "preview", "preview_frames", "validation_frames"}
-MANAGED_KEYS = {"data_directory", "cache_file", "model_file", "output"}
+# The keys a shot names itself and the ones the workflow fills in (ccat_tf/workflow/shots.py).
+from ccat_tf.workflow import shots  # noqa: E402
+
+SHOT_KEYS, MANAGED_KEYS = set(shots.SHOT_KEYS), set(shots.MANAGED_KEYS)
+
 WORKFLOW_ONLY_KEYS = {"output_format"}
 
 

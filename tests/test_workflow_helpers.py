@@ -194,6 +194,21 @@ def test_pretrain_settings(tmp_path):
         REPO,
         match="steps.deblur.small must be a whole number",
     )
+    # The values go through PretrainSettings' own checks (ranges, choices), as ccat-tf pretrain.
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(dict(settings, batch_size=0)))
+    one_line_error(
+        config_checks.load_pretrain_settings,
+        tmp_path / "p.yaml",
+        REPO,
+        match="batch_size is 0; use a whole number from 1 to 1024",
+    )
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(dict(settings, weights_dtype="int8")))
+    one_line_error(
+        config_checks.load_pretrain_settings,
+        tmp_path / "p.yaml",
+        REPO,
+        match="weights_dtype 'int8' is unknown; use one of float16, float32",
+    )
 
 
 # ---- settings and params ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ In the order the Snakefile runs them:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import shlex
@@ -24,7 +25,8 @@ from typing import Any
 
 from ccat_tf import frames as framespec
 from ccat_tf import safe_load
-from ccat_tf.errors import CcatError
+from ccat_tf.errors import CcatError, SettingsError
+from ccat_tf.settings import PretrainSettings
 from ccat_tf.workflow import ConfigError
 from ccat_tf.workflow.shots import INPUT_SEQUENCES, ShotPlan, frame_list, frame_path
 
@@ -202,21 +204,13 @@ def check_checkpoint_file(
 
 # ---- the pretraining settings (workflow/rules/pretrain.smk) -------------------------------------
 
-#: The keys a pretraining settings file must have (workflow/pretrain.yaml shows them all).
+#: A pretraining settings file (workflow/pretrain.yaml) holds ccat_tf.settings.PretrainSettings'
+#: fields, with the task and model size as lists (``tasks``, ``model_sizes``) and ``steps`` per
+#: task and size; ``output`` and ``threads`` come from the rule.
+_PER_JOB = {"task", "model_size", "output", "threads", "steps"}
 PRETRAIN_KEYS = frozenset(
-    {
-        "tasks",
-        "model_sizes",
-        "corpus",
-        "pairs",
-        "data_dir",
-        "crop_size",
-        "batch_size",
-        "learning_rate",
-        "seed",
-        "weights_dtype",
-        "steps",
-    }
+    {f.name for f in dataclasses.fields(PretrainSettings)} - _PER_JOB
+    | {"tasks", "model_sizes", "steps"}
 )
 
 
@@ -257,13 +251,19 @@ def load_pretrain_settings(
             )
     steps = settings["steps"] if isinstance(settings["steps"], dict) else {}
     steps = {k: v for k, v in steps.items() if isinstance(v, dict)}
+    shared = {k: settings[k] for k in PRETRAIN_KEYS - {"tasks", "model_sizes", "steps"}}
     for task in settings["tasks"]:
         for size in settings["model_sizes"]:
             count = (steps.get(task) or {}).get(size)
-            if not isinstance(count, int):
+            if not isinstance(count, int) or isinstance(count, bool):
                 raise error(
                     f"config: pretrain_settings: {path}: steps.{task}.{size} must be a whole number"
                 )
+            job = {"task": task, "model_size": size, "steps": count, "output": "job.cat"}
+            try:  # the same checks (choices, ranges) as ccat-tf pretrain
+                PretrainSettings.from_mapping({**shared, **job})
+            except SettingsError as err:
+                raise error(f"config: pretrain_settings: {path}: {err}") from None
     return settings
 
 
