@@ -158,10 +158,10 @@ def pretrain(settings: PretrainSettings, *, log_every: int = 100, loss: str | No
     baseline = psnr(zero, corpus.val_y)
     _say(f"validation PSNR {val_psnr:.2f} dB (input as output / zero alpha: {baseline:.2f} dB)")
     trained = {"loss": loss, "train_seconds": round(train_seconds, 1), "val_psnr": val_psnr}
-    meta = _metadata(s, corpus, losses, {**trained, "baseline": baseline})
-    from ccat_tf import catfile
+    info = _metadata(s, corpus, losses, {**trained, "baseline": baseline})
+    from ccat_tf.model import Model
 
-    path = catfile.save_cat(s.output, net, meta, weights_dtype=s.weights_dtype)
+    path = Model(net, info).save(s.output, weights_dtype=s.weights_dtype)
     _say(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
     return Path(path)
 
@@ -238,18 +238,20 @@ def _fit(s: PretrainSettings, corpus: _Corpus, loss: str, log_every: int):
     return net, log.losses, time.time() - log.start
 
 
-def _metadata(s: PretrainSettings, corpus: _Corpus, losses: list[float], trained: dict) -> dict:
-    """The .cat metadata: a training checkpoint's keys plus a ``pretrained`` block."""
+def _metadata(s: PretrainSettings, corpus: _Corpus, losses: list[float], trained: dict):
+    """The :class:`~ccat_tf.model_info.ModelInfo` of a training checkpoint, plus a
+    ``pretrained`` block saying what the weights were trained on."""
+    from ccat_tf.model_info import ModelInfo
     from ccat_tf.models import divisor
     from ccat_tf.settings import TrainSettings
 
-    out_names = TASKS[s.task][0]
-    gt_channels = "alpha" if out_names == ["A"] else "rgb"
+    out_names = tuple(TASKS[s.task][0])
+    generated = bool(s.corpus)
     run_name = f"pretrain_{s.task}_{s.model_size}"
     as_training = TrainSettings(
         model_size=s.model_size,
         input_channels="rgb",
-        output_channels=gt_channels,
+        output_channels="alpha" if out_names == ("A",) else "rgb",
         crop_size=s.crop_size,
         batch_size=s.batch_size,
         learning_rate=s.learning_rate,
@@ -259,48 +261,53 @@ def _metadata(s: PretrainSettings, corpus: _Corpus, losses: list[float], trained
         augment=True,
         run_name=run_name,
     )
-    generated = bool(s.corpus)
-    return {
-        "model_size": s.model_size,
-        "input_channels": ["R", "G", "B"],
-        "output_channels": out_names,
-        "input_transform": ["linear"] * 3,
-        "output_transform": ["linear"] * len(out_names),
-        "residual": out_names != ["A"],
-        "divisor": divisor(s.model_size),
-        "step": s.steps,
-        "total_steps": s.steps,
-        "epochs": s.steps,
-        "batch_size": s.batch_size,
-        "crop_size": s.crop_size,
-        "stage": 2,
-        "run_name": run_name,
-        "dataset": {
-            "input": f"{corpus.source} ({'generated ' + s.task + ' inputs' if generated else 'input/'})",
-            "ground_truth": f"{corpus.source} ({'clean images' if generated else 'ground_truth/'})",
+    what = f"generated {s.task} inputs" if generated else "input/"
+    truth = "clean images" if generated else "ground_truth/"
+    return ModelInfo(
+        input_channels=("R", "G", "B"),
+        output_channels=out_names,
+        input_transform=("linear",) * 3,
+        output_transform=("linear",) * len(out_names),
+        divisor=divisor(s.model_size),
+        residual=out_names != ("A",),
+        model_size=s.model_size,
+        step=s.steps,
+        total_steps=s.steps,
+        epochs=s.steps,
+        batch_size=s.batch_size,
+        crop_size=s.crop_size,
+        stage=2,
+        run_name=run_name,
+        dataset={
+            "input": f"{corpus.source} ({what})",
+            "ground_truth": f"{corpus.source} ({truth})",
             "frames": "",
             "width": s.crop_size,
             "height": s.crop_size,
             "hdr": False,
         },
-        "last_loss": float(np.mean(losses[-50:])) if losses else None,
-        "val_psnr": trained["val_psnr"],
-        "settings": as_training.to_dict(),
-        "pretrained": {
-            "task": s.task,
-            "corpus": "generated" if generated else "pairs",
-            "images": corpus.names,
-            "tfds": corpus.tfds,
-            "steps": s.steps,
-            "crop_size": s.crop_size,
-            "batch_size": s.batch_size,
-            "learning_rate": s.learning_rate,
-            "loss": trained["loss"],
-            "seed": s.seed,
-            "train_seconds": trained["train_seconds"],
-            "val_psnr_synthetic": trained["val_psnr"],
-            "val_psnr_baseline": trained["baseline"],
-        },
+        last_loss=float(np.mean(losses[-50:])) if losses else None,
+        val_psnr=trained["val_psnr"],
+        settings=as_training.to_dict(),
+        extra={"pretrained": _pretrained_block(s, corpus, trained)},
+    )
+
+
+def _pretrained_block(s: PretrainSettings, corpus: _Corpus, trained: dict) -> dict:
+    return {
+        "task": s.task,
+        "corpus": "generated" if s.corpus else "pairs",
+        "images": corpus.names,
+        "tfds": corpus.tfds,
+        "steps": s.steps,
+        "crop_size": s.crop_size,
+        "batch_size": s.batch_size,
+        "learning_rate": s.learning_rate,
+        "loss": trained["loss"],
+        "seed": s.seed,
+        "train_seconds": trained["train_seconds"],
+        "val_psnr_synthetic": trained["val_psnr"],
+        "val_psnr_baseline": trained["baseline"],
     }
 
 
