@@ -189,6 +189,9 @@ def export(
 
 def load_savedmodel_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The .cat metadata stored in an exported SavedModel folder."""
+    from ccat_tf import safe_load
+
     with contextlib.suppress(OSError, ValueError):
-        return json.loads((Path(path) / "assets.extra" / "ccat.json").read_text())
+        meta = Path(path) / "assets.extra" / "ccat.json"
+        return safe_load.load_json_file(meta, max_bytes=4 * 2**20, max_values=None)
     return {}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ccat_tf import frames as framespec
 from ccat_tf.errors import SettingsError
+from ccat_tf.regular_file import open_regular, problem
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Kind:
     def looks_like(self, path: Path) -> bool:
         """True if the existing file ``path`` may be replaced by a file of this kind."""
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:
                 head = fh.read(4096)
         except OSError:
             return True  # unreadable: the write itself will say why
@@ -70,6 +71,7 @@ def kind_of(path: str | os.PathLike) -> str | None:
 def check_frame_outputs(paths: Iterable[str], setting: str = "output") -> None:
     """Refuse output frames that exist and are not images of their extension's type."""
     for path in paths:
+        _refuse_special(Path(path), f"{setting} frame")
         kind = kind_of(path)
         if kind is not None and os.path.exists(path) and not KINDS[kind].looks_like(Path(path)):
             raise SettingsError(
@@ -114,6 +116,7 @@ def check_output(
         )
     if out.is_dir():
         raise SettingsError(f"{setting} {out} is a folder; give the path of {k.what}")
+    _refuse_special(out, setting)
     if out.suffix.lower() not in k.suffixes:
         raise SettingsError(
             f"{setting} {out} does not end in {' or '.join(k.suffixes)}; give a path for "
@@ -147,6 +150,19 @@ def check_savedmodel_output(
             "or empty folder (nothing was written)"
         )
     return out
+
+
+def _refuse_special(out: Path, setting: str) -> None:
+    """An existing device, FIFO or socket is never replaced (renaming a file onto /dev/null as
+    root would replace the device itself)."""
+    if not out.exists():
+        return
+    what = problem(out)
+    if what is not None and not out.is_dir():
+        raise SettingsError(
+            f"{setting} {out} cannot be written: {what}; give the path of a file (nothing was "
+            "written)"
+        )
 
 
 def dataset_inputs(settings) -> list[Input]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
+from ccat_tf.regular_file import open_regular
+
 #: How far past a damaged record to look for the next good one before giving up on the file.
 MAX_RESYNC = 1 << 20
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length
@@ -46,7 +48,8 @@ def _record_at(data: bytes, pos: int) -> bytes | None:
 
 
 def read_records(path: str | Path) -> Records:
-    data = Path(path).read_bytes()
+    with open_regular(path) as fh:  # a device or FIFO named .summary would never end
+        data = fh.read()
     out = Records()
     pos = 0
     while pos < len(data):

@@ -87,6 +87,8 @@ class Ctx:
         # A named pipe: opening it for reading waits for a writer, forever.
         self.fifo = root / "settings" / "fifo.yaml"
         os.mkfifo(self.fifo)
+        self.fifo_json = root / "settings" / "fifo.json"
+        os.mkfifo(self.fifo_json)
         self.loss_csv = root / "settings" / "loss.csv"
         self.loss_csv.write_text("run,step,loss\nrun1,1,0.5\n")
         self.text_frames = root / "text_frames"
@@ -798,6 +800,19 @@ CASES = [
         "cli",
         lambda x: x.infer(output=str(x.text_frames / "o.####.png")),
         r"output frame \S+o\.0001\.png exists and is not a PNG image",
+    ),
+    Case(
+        "train-output-is-a-device",
+        "cli",
+        lambda x: t(x, epochs=2, output="/dev/null"),
+        r"output /dev/null cannot be written: it is a device, not a regular file; give the path "
+        r"of a file \(nothing was written\)$",
+    ),
+    Case(
+        "infer-summary-is-a-fifo",
+        "cli",
+        lambda x: x.infer(None, "--summary", str(x.fifo_json)),
+        r"summary \S+fifo\.json cannot be written: it is a named pipe \(FIFO\)",
     ),
     Case(
         "run-name-with-path-characters",
