@@ -517,6 +517,7 @@ def run_ccat(seqs, size, seconds, cal, work, inputs_eval) -> tuple[list, dict]:
         "steps": steps,
         "total_steps": total,
         "planned_steps": planned,
+        "stopped_by_deadline": steps < total,
         "epochs": epochs,
         "stage_reached": [0.25, 0.5, 1.0][stage_for_step(steps - 1, stage_bounds(total, True))],
         "train_seconds": wall,

@@ -96,7 +96,8 @@ def test_quick_mode_code_path_on_a_tiny_sequence(bench, tmp_path):
         for m in methods.values():
             assert math.isfinite(m["psnr"]) and -1 <= m["ssim"] <= 1
         ccat = methods["ccat_small"]
-        assert 0 < ccat["steps"] < ccat["total_steps"]  # stopped by the deadline
+        assert 0 < ccat["steps"] <= ccat["total_steps"]
+        assert ccat["stopped_by_deadline"] == (ccat["steps"] < ccat["total_steps"])
         assert ccat["final_cat"].endswith(".cat")
         assert ccat["train_seconds"] < 6.0 + 30  # stop at the deadline, then finish
     vig = saved["rows"][0]["methods"]["identity"]
