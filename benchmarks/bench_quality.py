@@ -701,7 +701,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="10 s, grade_vig + deblur, 1/4-size bikes, small"
     )
+    parser.add_argument("--table", metavar="JSON", help="print the table of an earlier result file")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return
     if args.quick:
         args.seconds, args.fixes, args.footage = 10, list(QUICK_FIXES), ["bikes"]
         args.sizes, args.scale = ["small"], 0.25
