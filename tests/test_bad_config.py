@@ -485,6 +485,7 @@ def workflow_runs(tmp_path_factory):
     return runs, before, after
 
 
+@pytest.mark.slow  # 13 snakemake -n runs; CI runs the slow tests
 @pytest.mark.parametrize("case", list(WORKFLOW_CASES))
 def test_workflow_config(workflow_runs, case):
     runs, before, after = workflow_runs

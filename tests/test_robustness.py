@@ -925,6 +925,7 @@ def test_8_training_on_a_2mb_tmpfs_is_one_line_not_a_crash(ds, small_disk):
     assert temps(dd) == [] and not (dd / "progress.ost").exists()
 
 
+@pytest.mark.slow  # two trainings; CI runs it
 def test_8_full_disk_mid_training_keeps_every_file_and_training_resumes(ds, small_disk):
     """Train 6 steps on a tmpfs, fill it, train on: the next progress file fails with one line,
     exit 2, every file from before unchanged; once space is freed training resumes at step 6."""
@@ -1088,6 +1089,7 @@ def test_9_next_infer_removes_a_killed_infers_partial_frame(ds, tmp_path):
 SLOW_FRAME_HOOK = "import time\ndef nap(**_):\n    time.sleep(0.25)\n"
 
 
+@pytest.mark.slow  # a real process per signal; CI runs it
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 75), (signal.SIGINT, 130)])
 def test_9_signal_during_infer_keeps_whole_frames_and_says_what_to_do(ds, tmp_path, sig, status):
     """SIGTERM (preemption) or Ctrl-C during `python -m ccat_tf infer`: the frame in hand is

@@ -418,6 +418,7 @@ NO_RETRAIN_EDITS = {
 }  # (use_gpu_if_available is an inference setting too: it reruns inference, not training)
 
 
+@pytest.mark.slow  # dry runs on a finished shot; CI runs them
 @pytest.mark.parametrize("key", list(NO_RETRAIN_EDITS))
 def test_editing_a_setting_that_needs_no_retraining_reruns_nothing(finished_two_shots, key):
     workdir, config = finished_two_shots
@@ -425,6 +426,7 @@ def test_editing_a_setting_that_needs_no_retraining_reruns_nothing(finished_two_
     assert rerun_plan(workdir, config) == set()
 
 
+@pytest.mark.slow  # dry runs on a finished shot; CI runs them
 @pytest.mark.parametrize("key, value", [("preview_frames", "1047"), ("validation_frames", "1034")])
 def test_editing_preview_or_validation_frames_rechecks_them_only(finished_two_shots, key, value):
     """validate checks the new frames; the finished training and what it made stay."""
@@ -433,6 +435,7 @@ def test_editing_preview_or_validation_frames_rechecks_them_only(finished_two_sh
     assert rerun_plan(workdir, config) == {("validate", "A"), ("all", "")}
 
 
+@pytest.mark.slow  # a dry run on a finished shot; CI runs it
 def test_more_epochs_with_no_retrain_edits_still_retrains(finished_two_shots):
     """Edits that rerun nothing by themselves must not hide one that retrains (Snakemake skips
     the provenance checks of jobs downstream of a job that reruns)."""
