@@ -57,6 +57,16 @@ def error_from_text(path: str | os.PathLike, text: str) -> DataDirectoryError | 
     return None
 
 
+def full_disk_error(path: str | os.PathLike, text: str, need: int) -> DataDirectoryError | None:
+    """The one-line error for a writer's failure ``text`` when it reports a full disk or an
+    unwritable folder, or when ``path``'s disk has less than ``need`` bytes left (libraries that
+    fail vaguely); None otherwise."""
+    found = error_from_text(path, text)
+    if found is None and free_bytes(path) < need:
+        found = describe_os_error(Path(path), OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    return found
+
+
 def free_bytes(path: str | os.PathLike) -> int:
     """Bytes an unprivileged writer may still use on the disk holding ``path`` (or its folder)."""
     folder = Path(path)

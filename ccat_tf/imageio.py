@@ -17,23 +17,15 @@ Only the first subimage (EXR part) of a file is read.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
 
 from ccat_tf import native_stderr, regular_file
-from ccat_tf.atomic import (
-    atomic_path,
-    check_free_space,
-    describe_os_error,
-    error_from_text,
-    free_bytes,
-)
+from ccat_tf.atomic import atomic_path, check_free_space, full_disk_error
 from ccat_tf.errors import DataDirectoryError, DataSetError, SettingsError
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -492,6 +484,12 @@ def _write_pixels(tmp: str, pixels: np.ndarray, spec: oiio.ImageSpec) -> None:
 _BYTES = {"uint8": 1, "uint10": 2, "uint16": 2, "half": 2, "float": 4}
 
 
+def frame_bytes(height: int, width: int, channels: int, data_type: str) -> int:
+    """The most a written frame can take: its raw pixels, half again for a compression that
+    expands them (LZW on noise), and 16 KiB of headers."""
+    return int(height * width * channels * _BYTES.get(data_type, 4) * 1.5) + 2**14
+
+
 def write_image(
     path: str | os.PathLike,
     array: np.ndarray,
@@ -574,18 +572,14 @@ def write_image(
 
     # Image libraries fail badly on a full disk (a cut-short PNG or DPX reported as written,
     # libjpeg exiting the process): make sure an uncompressed frame fits before writing.
-    need = int(height * width * nch * _BYTES[dtype] * 1.5) + 2**14
+    need = frame_bytes(height, width, nch, dtype)
     check_free_space(path, need)
     with atomic_path(path) as tmp:
         try:
             _write_pixels(str(tmp), pixels, spec)
         except _WriteFailed as err:
             reason = _one_line(str(err.args[0]), str(tmp))
-            full = error_from_text(path, reason)
-            if full is None and free_bytes(path) < need:
-                full = describe_os_error(
-                    Path(path), OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                )
+            full = full_disk_error(path, reason, need)
             if full is not None:
                 raise full from None
             raise DataDirectoryError(

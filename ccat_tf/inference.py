@@ -23,7 +23,6 @@ write-behind, may be after the next frame started.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import math
 import os
@@ -41,7 +40,7 @@ import numpy as np
 
 from ccat_tf import frames as framespec
 from ccat_tf import imageio, tiling
-from ccat_tf.atomic import check_free_space, error_from_text, free_bytes, remove_stale_temps
+from ccat_tf.atomic import check_free_space, free_bytes, full_disk_error, remove_stale_temps
 from ccat_tf.errors import (
     CcatError,
     DataDirectoryError,
@@ -281,7 +280,7 @@ def _check_output(
     from ccat_tf.atomic import temp_path_for
 
     check_free_space(
-        jobs[0].output_path, _frame_bound(first.height, first.width, len(names), data_type)
+        jobs[0].output_path, imageio.frame_bytes(first.height, first.width, len(names), data_type)
     )
     probe = temp_path_for(jobs[0].output_path)
     try:
@@ -303,17 +302,6 @@ def _remove_partial_frames(jobs: list[_Job], notice: Callable[[str], None]) -> N
     for folder, names in by_folder.items():
         for leftover in remove_stale_temps(folder, names):
             notice(f"removed {leftover}, a partial frame left by an interrupted render")
-
-
-#: Bytes per channel value of each output data type.
-_VALUE_BYTES = {"half": 2, "float": 4, "uint8": 1, "uint10": 2, "uint16": 2}
-
-
-def _frame_bound(height: int, width: int, channels: int, data_type: str) -> int:
-    """The most a written frame can take: its raw pixels, half again for a compression that
-    expands them (LZW on noise), and 16 KiB of headers."""
-    raw = height * width * channels * _VALUE_BYTES.get(data_type, 4)
-    return int(raw * 1.5) + 2**14
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,14 +530,12 @@ def _write_checked(
     a cut-short file) or by exiting the process (JPEG), so the room is checked first; a disk
     that fills up during the write (another process) is caught afterwards by reading it back.
     """
-    need = _frame_bound(*pixels.shape, data_type)
+    need = imageio.frame_bytes(*pixels.shape, data_type)
     check_free_space(path, need)
     try:
         _write_frame(path, pixels, names, data_type, info)
     except CcatError as err:
-        full = error_from_text(path, str(err))
-        if full is None and free_bytes(path) < need:
-            full = error_from_text(path, os.strerror(errno.ENOSPC))
+        full = full_disk_error(path, str(err), need)
         if full is None:
             raise
         raise full from None

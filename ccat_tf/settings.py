@@ -257,6 +257,29 @@ class TrainSettings:
         return self
 
 
+#: Training settings that may change between a run and its resume without invalidating its
+#: progress (CopyCat's Resume Training): ccat_tf.training resumes across them, and the workflow
+#: (ccat_tf.workflow.shots) reruns nothing for them but epochs.
+RESUME_COMPATIBLE_KEYS = frozenset(
+    {
+        "epochs",
+        "checkpoint_interval",
+        "contact_sheet_interval",
+        "preview",
+        "preview_frames",
+        "validation_frames",
+        "run_name",
+        "on_training_start",
+        "on_checkpoint",
+        "on_training_end",
+        "use_gpu_if_available",
+        "cache",
+        "cache_file",
+        "data_directory",
+    }
+)
+
+
 @dataclass
 class InferSettings:
     """The Inference node's controls, plus output and tiling choices."""

@@ -50,28 +50,13 @@ from ccat_tf.errors import (
     SettingsError,
     TrainingInterrupted,
 )
-from ccat_tf.settings import TrainSettings
+from ccat_tf.settings import RESUME_COMPATIBLE_KEYS, TrainSettings
 
 if TYPE_CHECKING:
     from ccat_tf.callbacks import RunContext
 
-# Settings that may change between a run and its resume without invalidating the progress.
-COMPATIBLE_KEYS = {
-    "epochs",
-    "checkpoint_interval",
-    "contact_sheet_interval",
-    "preview",
-    "preview_frames",
-    "validation_frames",
-    "run_name",
-    "on_training_start",
-    "on_checkpoint",
-    "on_training_end",
-    "use_gpu_if_available",
-    "cache",
-    "cache_file",
-    "data_directory",
-}
+# Settings that may change between a run and its resume (one list: ccat_tf.settings).
+COMPATIBLE_KEYS = RESUME_COMPATIBLE_KEYS
 
 PRETRAINED = {
     # initial_weights -> (input channel count, output channel count, what it is for)

@@ -48,20 +48,13 @@ def test_debug_shows_library_log_lines():
 
 
 def test_a_missing_optional_package_names_its_extra(tmp_path, monkeypatch, capsys):
-    from ccat_tf import catfile
+    from ccat_tf.model import Model
+    from ccat_tf.model_info import ModelInfo
     from ccat_tf.models import build_model
 
-    model = tmp_path / "m.cat"
-    meta = {
-        "model_size": "small",
-        "input_channels": ["R", "G", "B"],
-        "output_channels": ["R", "G", "B"],
-        "input_transform": ["linear"] * 3,
-        "output_transform": ["linear"] * 3,
-        "residual": True,
-        "divisor": 8,
-    }
-    catfile.save_cat(model, build_model(3, 3, "small"), meta)
+    rgb, linear = ("R", "G", "B"), ("linear",) * 3
+    info = ModelInfo(rgb, rgb, linear, linear, divisor=8, residual=True, model_size="small")
+    model = Model(build_model(3, 3, "small"), info).save(tmp_path / "m.cat")
     for name in ("onnx", "tf2onnx"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     code = cli.main(

@@ -260,6 +260,7 @@ def test_no_retrain_keys_are_the_training_engines_compatible_keys_but_epochs():
     from ccat_tf.training import COMPATIBLE_KEYS
 
     assert set(shots.NO_RETRAIN_KEYS) == COMPATIBLE_KEYS - {"epochs"} - set(shots.MANAGED_KEYS)
+    assert "checkpoint_interval" in shots.NO_RETRAIN_KEYS and "model_size" in shots.MODEL_KEYS
     assert set(shots.NO_RETRAIN_KEYS) <= set(shots.TRAIN_KEYS)
 
 

@@ -112,7 +112,7 @@ def format_info(info: dict[str, Any]) -> str:
 def run(args) -> int:
     info = describe(args.model)
     if args.json:
-        # ensure_ascii (the default) writes every control and non-ASCII character as \uXXXX.
+        # ensure_ascii escapes every control and non-ASCII character (\u001b for ESC).
         print(json.dumps(info, indent=2, sort_keys=True, default=str, ensure_ascii=True))
     else:
         print(format_info(info))

@@ -31,7 +31,7 @@ def run(args) -> int:
         rename_run(args.data_directory, *args.rename)
     runs = list_runs(args.data_directory)
     if args.json:
-        # ensure_ascii (the default) writes every control and non-ASCII character as \uXXXX.
+        # ensure_ascii escapes every control and non-ASCII character (\u001b for ESC).
         print(json.dumps({"runs": runs}, indent=2, default=str, ensure_ascii=True))
     elif runs:
         print(format_run_table(runs))

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ccat_tf import frames as framespec
-from ccat_tf.settings import InferSettings, TrainSettings
+from ccat_tf.settings import RESUME_COMPATIBLE_KEYS, InferSettings, TrainSettings
 from ccat_tf.workflow import ConfigError
 
 # Keys each shot names itself (its sequences and frame lists); they never come from `defaults:`.
@@ -66,22 +66,9 @@ CACHE_KEYS = (
 )
 # Every training setting the workflow passes to `ccat-tf train`.
 TRAIN_KEYS = tuple(f for f in TrainSettings.__dataclass_fields__ if f not in MANAGED_KEYS)
-# Training settings that cannot change a finished model: the training engine's compatible keys
-# (ccat_tf.training.COMPATIBLE_KEYS: a resume may change them) except epochs, which asks for
-# more (or fewer) steps. tests/test_workflow_helpers.py keeps the two lists in step.
-NO_RETRAIN_KEYS = (
-    "checkpoint_interval",
-    "contact_sheet_interval",
-    "preview",
-    "preview_frames",
-    "validation_frames",
-    "run_name",
-    "on_training_start",
-    "on_checkpoint",
-    "on_training_end",
-    "use_gpu_if_available",
-    "cache",
-)
+# Training settings that cannot change a finished model: those a resume may change
+# (ccat_tf.settings.RESUME_COMPATIBLE_KEYS) except epochs, which asks for more (or fewer) steps.
+NO_RETRAIN_KEYS = tuple(k for k in TRAIN_KEYS if k in RESUME_COMPATIBLE_KEYS - {"epochs"})
 # What decides the trained model: editing one retrains (or resumes) the shot.
 MODEL_KEYS = tuple(k for k in TRAIN_KEYS if k not in NO_RETRAIN_KEYS)
 # Every inference setting the workflow passes to `ccat-tf infer` (input and frames come per chunk).
