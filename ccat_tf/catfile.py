@@ -85,6 +85,7 @@ ALLOWED_CLASSES = {
     "UpSampling2D",
     "Concatenate",
     "Add",
+    "Multiply",
     "DTypePolicy",
     "FloatDTypePolicy",
     "GlorotUniform",

@@ -70,11 +70,13 @@ class DataSetInfo:
         d["pairs"] = self.pairs
         return d
 
-    def channels_line(self) -> str:
-        """CopyCat's read-only Channels field: channels, batch size and total steps."""
+    def channels_line(self, time_limit: float = 0) -> str:
+        """CopyCat's read-only Channels field: channels, batch size and total steps (with a
+        time limit, the steps are planned once the speed is measured)."""
+        steps = f"planned for {time_limit:g} min" if time_limit else str(self.total_steps)
         return (
             f"Channels: {'+'.join(self.input_channels)} -> {'+'.join(self.output_channels)}   "
-            f"Batch Size: {self.batch_size}   Total Steps: {self.total_steps}"
+            f"Batch Size: {self.batch_size}   Total Steps: {steps}"
         )
 
 
@@ -115,9 +117,10 @@ def stage_crop(crop_size: int, scale: float, divisor: int, frame_hw: tuple[int, 
 
 def _resolve_batch_size(settings: TrainSettings, pairs: int, crop: int, notices: list[str]) -> int:
     if settings.batch_size == "auto":
+        from ccat_tf.models import sizing_preset
         from ccat_tf.resources import auto_batch_size
 
-        return auto_batch_size(settings.model_size, crop, pairs, notices=notices)
+        return auto_batch_size(sizing_preset(settings.model_size), crop, pairs, notices=notices)
     return int(settings.batch_size)
 
 
@@ -558,6 +561,7 @@ class CropPlan:
     stage_scales: tuple[float, float, float]
     frame_hw: tuple[int, int]
     augment: bool
+    position: bool = False  #: append each pixel's frame coordinates to the input crops
 
     def stage_of(self, step: int) -> int:
         return stage_for_step(step, list(self.stage_bounds))
@@ -597,7 +601,7 @@ def make_crop(cache: FrameCache, plan: CropPlan, sample: int) -> tuple[np.ndarra
     xs, ys = cache.level(scale)
     shapes = [tuple(a.shape[:2]) for a in xs]
     pair, y, x, crop, rot, flip = sample_params(plan, sample, shapes)
-    xi = np.asarray(xs[pair][y : y + crop, x : x + crop], dtype=np.float32)
+    xi = _with_position(plan, xs[pair], y, x, crop)
     yi = np.asarray(ys[pair][y : y + crop, x : x + crop], dtype=np.float32)
     if rot:
         xi, yi = np.rot90(xi, rot), np.rot90(yi, rot)
@@ -607,17 +611,24 @@ def make_crop(cache: FrameCache, plan: CropPlan, sample: int) -> tuple[np.ndarra
 
 
 def make_tf_dataset(
-    cache: FrameCache, plan: CropPlan, first_step: int, last_step: int, in_ch: int, out_ch: int
+    cache: FrameCache,
+    plan: CropPlan,
+    first_step: int,
+    last_step: int,
+    in_ch: int,
+    out_ch: int,
+    current_plan=None,
 ):
     """tf.data pipeline of batches for steps ``first_step`` .. ``last_step - 1``.
 
     sample index -> crop + augment (parallel map) -> batch at the global batch size -> prefetch.
-    Batches never mix stages: a batch is exactly the samples of one step.
+    Batches never mix stages: a batch is exactly the samples of one step. ``current_plan`` (a
+    callable returning a CropPlan) lets a time-limited run re-plan its stages while it runs.
     """
     import tensorflow as tf
 
     def fetch(sample):
-        return make_crop(cache, plan, int(sample))
+        return make_crop(cache, current_plan() if current_plan else plan, int(sample))
 
     def crop_fn(sample):
         x, y = tf.numpy_function(fetch, [sample], [tf.float32, tf.float32], stateful=False)
@@ -656,6 +667,18 @@ def make_crop_at_step(cache: FrameCache, plan: CropPlan, step: int, key: int):
     y = int(rng.integers(0, max(0, h - crop) + 1))
     x = int(rng.integers(0, max(0, w - crop) + 1))
     return (
-        np.asarray(xs[pair][y : y + crop, x : x + crop], dtype=np.float32),
+        _with_position(plan, xs[pair], y, x, crop),
         np.asarray(ys[pair][y : y + crop, x : x + crop], dtype=np.float32),
     )
+
+
+def _with_position(plan: CropPlan, frame, y: int, x: int, crop: int) -> np.ndarray:
+    """The input crop at (y, x), with its pixels' frame coordinates appended if the plan says
+    so (the level's frame is the whole frame: coordinates are the same at every stage)."""
+    xi = np.asarray(frame[y : y + crop, x : x + crop], dtype=np.float32)
+    if not plan.position:
+        return xi
+    from ccat_tf.models import coordinate_channels
+
+    coords = coordinate_channels(xi.shape[0], xi.shape[1], tuple(frame.shape[:2]), (y, x))
+    return np.concatenate([xi, coords], axis=-1)

@@ -8,7 +8,9 @@ outputs in encoded form. Exports keep that contract and describe it, so another 
 ``(batch, height, width, channels)`` tensor:
 
 * ``serve`` (also ``serving_default``): the bare network, training space in and out; height and
-  width must be multiples of ``divisor``;
+  width must be multiples of ``divisor``; a position-aware model (metadata ``position``) takes
+  three more channels after the image's: u, v and r^2 of each pixel in the whole frame
+  (:func:`ccat_tf.models.coordinate_channels`);
 * ``serve_pixels``: the whole Inference recipe for one untiled frame, the graph of
   :meth:`ccat_tf.model.Model.pixel_function` (the function ccat_tf's own paths are tested
   against): encode the input transform, reflect-pad the bottom/right to the divisor, run the
@@ -18,8 +20,9 @@ outputs in encoded form. Exports keep that contract and describe it, so another 
 The .cat's metadata is copied to ``assets.extra/ccat.json`` (TF Serving's place for extra files).
 
 **ONNX** (one ``.onnx`` file, opset chosen by tf2onnx): the bare network by default, input
-``image`` with dynamic batch/height/width; ``pixels=True`` exports the ``serve_pixels`` recipe
-instead. The metadata (channels, transforms, divisor, ...) is stored in the model's
+``image`` with dynamic batch/height/width (with the coordinate channels of a position-aware
+model, ``position_channels`` in the metadata); ``pixels=True`` exports the ``serve_pixels`` recipe
+instead, which makes the coordinates itself. The metadata (channels, transforms, divisor, ...) is stored in the model's
 ``metadata_props`` (``ccat.json`` holds the full JSON), which onnxruntime exposes as
 ``session.get_modelmeta().custom_metadata_map``.
 
@@ -61,10 +64,14 @@ def default_output(model_file: str | os.PathLike, format: str) -> Path:  # noqa:
     return model_file.with_name(model_file.stem + "_savedmodel")
 
 
-def _signature(model: Model):
+def _signature(model: Model, pixels: bool):
+    """The input of a graph: image channels for the pixel recipe; for the network alone, the
+    image's and, for a position-aware model, its u, v, r^2 coordinate channels after them."""
     import tensorflow as tf
 
-    channels = len(model.info.input_channels)
+    from ccat_tf.model import network_inputs
+
+    channels = len(model.info.input_channels) if pixels else network_inputs(model.info)
     return [tf.TensorSpec([None, None, None, channels], tf.float32, name="image")]
 
 
@@ -87,10 +94,13 @@ def _export_savedmodel(model: Model, output: Path) -> None:
     net, meta = model.net, model.info.to_json()
     archive = keras.export.ExportArchive()
     archive.track(net)
-    signature = _signature(model)
     # The first endpoint becomes "serving_default".
-    archive.add_endpoint("serve", lambda x: net(x, training=False), input_signature=signature)
-    archive.add_endpoint("serve_pixels", model.pixel_function(), input_signature=signature)
+    archive.add_endpoint(
+        "serve", lambda x: net(x, training=False), input_signature=_signature(model, False)
+    )
+    archive.add_endpoint(
+        "serve_pixels", model.pixel_function(), input_signature=_signature(model, True)
+    )
     tmp = output.with_name(f"{TEMP_MARK}{os.getpid()}-{output.name}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +137,7 @@ def _export_onnx(model: Model, output: Path, pixels: bool) -> None:
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    signature = _signature(model)
+    signature = _signature(model, pixels)
     net, info = model.net, model.info
     fn = model.pixel_function() if pixels else (lambda x: net(x, training=False))
     concrete = tf.function(fn, input_signature=signature)
@@ -145,6 +155,7 @@ def _export_onnx(model: Model, output: Path, pixels: bool) -> None:
         "output_transform": ",".join(info.output_transform),
         "divisor": str(model.divisor),
         "space": "pixels" if pixels else "training",
+        "position_channels": "u,v,r2" if info.position and not pixels else "",
     }
     onnx.helper.set_model_props(proto, props)
     with atomic_path(output) as tmp:

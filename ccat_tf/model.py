@@ -27,6 +27,12 @@ import numpy as np
 from ccat_tf import tiling, transform
 from ccat_tf.errors import ModelFileError
 from ccat_tf.model_info import ModelInfo
+from ccat_tf.models import (
+    POSITION_CHANNELS,
+    Architecture,
+    coordinate_channels,
+    coordinate_channels_tf,
+)
 
 #: What validation PSNR measures: output values as a user sees them, clipped to 0..peak.
 #: Display-referred channels (and alpha, mattes) have peak 1; scene-linear colour of an HDR data
@@ -75,11 +81,11 @@ class Model:
         """``device`` (``/CPU:0``, ``/GPU:0``) runs the network as one traced function there;
         None calls it eagerly where it lives (a training network under its strategy)."""
         n_in, n_out = int(net.inputs[0].shape[-1]), int(net.outputs[0].shape[-1])
-        if (n_in, n_out) != (len(info.input_channels), len(info.output_channels)):
+        want_in = network_inputs(info)
+        if (n_in, n_out) != (want_in, len(info.output_channels)):
             raise ModelFileError(
                 f"{source}: the network has {n_in} inputs and {n_out} outputs but its metadata "
-                f"lists {len(info.input_channels)} and {len(info.output_channels)}; the file is "
-                "inconsistent"
+                f"asks for {want_in} and {len(info.output_channels)}; the file is inconsistent"
             )
         self.net, self.info, self.device, self.precision = net, info, device, precision
         self.source = os.fspath(source)
@@ -101,6 +107,9 @@ class Model:
         h, w = pixels.shape[:2]
         encoded = transform.encode(pixels, self.info.input_transform)
         padded = tiling.pad_to_divisor(encoded, self.divisor)
+        if self.info.position:  # frame coordinates, continued into the padding
+            coords = coordinate_channels(padded.shape[0], padded.shape[1], frame_hw=(h, w))
+            padded = np.concatenate([padded, coords], axis=-1)
         out = tiling.predict_tiled(
             self.network_output,
             padded,
@@ -111,7 +120,8 @@ class Model:
         return transform.decode(out[:h, :w], self.info.output_transform)
 
     def network_output(self, batch: np.ndarray) -> np.ndarray:
-        """The network step alone: NHWC training space in (H, W multiples of the divisor), out."""
+        """The network step alone: NHWC training space in (H, W multiples of the divisor), out.
+        A position-aware network's batch carries its coordinate channels (training crops do)."""
         if self.device is None:
             return np.asarray(self.net(np.asarray(batch, np.float32), training=False))
         import tensorflow as tf
@@ -131,7 +141,10 @@ class Model:
         def pixels(x):
             h, w = tf.shape(x)[1], tf.shape(x)[2]
             encoded = transform.encode_tf(x, info.input_transform)
-            y = net(tiling.pad_to_divisor_tf(encoded, divisor), training=False)
+            padded = tiling.pad_to_divisor_tf(encoded, divisor)
+            if info.position:
+                padded = tf.concat([padded, coordinate_channels_tf(padded, (h, w))], axis=-1)
+            y = net(padded, training=False)
             return transform.decode_tf(y[:, :h, :w, :], info.output_transform)
 
         return pixels
@@ -183,7 +196,7 @@ class Model:
             half = build_model(
                 len(self.info.input_channels),
                 len(self.info.output_channels),
-                self.info.model_size,
+                architecture(self.info),
                 residual=self.info.residual,
                 dtype_policy="mixed_float16",
             )
@@ -213,10 +226,17 @@ class Model:
             # One trace for every tile and frame size: no retracing when sizes change.
             return tf.function(
                 lambda x: net(x, training=False),
-                input_signature=[
-                    tf.TensorSpec([None, None, None, len(self.info.input_channels)], tf.float32)
-                ],
+                input_signature=[tf.TensorSpec([None, None, None, network_inputs(self.info)], tf.float32)],
             )
+
+
+def network_inputs(info: ModelInfo) -> int:
+    """The network's input channels: the image's, then the frame coordinates if position-aware."""
+    return len(info.input_channels) + (POSITION_CHANNELS if info.position else 0)
+
+
+def architecture(info: ModelInfo) -> Architecture:
+    return Architecture(info.model_size, position=info.position, colour=info.colour)
 
 
 def open_model(

@@ -13,6 +13,9 @@ Versions of the metadata (the ``version`` key):
   transforms and the model size's divisor (1 for an unknown size; the network's own pooling
   count still applies, see :class:`ccat_tf.model.Model`).
 * **2**: every field of the pixel recipe (channels, transforms, divisor, residual) is present.
+* **3**: ``position`` (the network takes u, v, r^2 frame-coordinate channels after the image's,
+  :func:`ccat_tf.models.coordinate_channels`) and ``colour`` (it has the global colour branch);
+  both false when missing (versions 1 and 2).
 
 Keys this version does not know (``pretrained`` of the shipped weights, catfile's ``format`` and
 ``model_sha256``) are kept in ``extra`` and written back unchanged.
@@ -28,7 +31,7 @@ from ccat_tf.errors import ModelFileError
 from ccat_tf.safe_text import visible
 
 #: The metadata version this ccat_tf writes; it reads 1 up to this.
-VERSION = 2
+VERSION = 3
 #: A divisor beyond this is no network ccat_tf builds (the presets use 8).
 _MAX_DIVISOR = 4096
 
@@ -45,6 +48,8 @@ class ModelInfo:
     divisor: int  #: input height and width are padded to a multiple of it
     residual: bool
     model_size: str
+    position: bool = False  #: the input has frame-coordinate channels after the image's
+    colour: bool = False  #: the network has the global colour branch
     # How it was trained (shown by ccat-tf info; None when unknown).
     step: int | None = None
     total_steps: int | None = None
@@ -143,7 +148,8 @@ def _checked(values: dict, source) -> dict:
         if key not in values:
             raise _bad(source, f"its metadata has no {key}")
     _check(source, values, "divisor", lambda v: _is_int(v) and 1 <= v <= _MAX_DIVISOR, "1..4096")
-    _check(source, values, "residual", lambda v: isinstance(v, bool), "true or false")
+    for key in ("residual", "position", "colour"):
+        _check(source, values, key, lambda v: isinstance(v, bool), "true or false")
     if out["residual"] and len(out["input_channels"]) != len(out["output_channels"]):
         raise _bad(source, "it is residual but maps a different number of channels")
     _check(source, values, "model_size", _is_name, "a name")

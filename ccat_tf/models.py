@@ -1,15 +1,32 @@
 """The networks: fully convolutional U-Nets in three sizes, as CopyCat's Model Size knob offers.
 
-Every model takes ``(None, None, C_in)`` images and returns ``(None, None, C_out)``, so a network
-trained on crops runs on whole frames. Height and width must be a multiple of the preset's
+Every model takes ``(None, None, C_in [+ 3])`` images and returns ``(None, None, C_out)``, so a
+network trained on crops runs on whole frames. Height and width must be a multiple of the preset's
 ``divisor`` (inference pads frames to it). When input and output channels are the same kind of
 thing (rgb -> rgb), the network learns a residual on top of its input, which trains much faster for
 the small corrections compositors paint (grades, repairs, deblur).
+
+Two additions beyond a plain U-Net, each a flag of :class:`Architecture` stored in the .cat:
+
+* ``position``: three more input channels say where in the whole frame each pixel is
+  (:func:`coordinate_channels`: u and v from -1 at the left/top edge to +1 at the right/bottom
+  edge, and r^2 = u^2 + v^2), so a vignette, lens shading or a locked-off garbage matte can be
+  learnt from random crops. The pixel recipe supplies them for crops, whole frames and tiles alike.
+* ``colour``: a global colour branch, a 1x1 convolution over second-order features of the input
+  (every channel, every product of two channels, with ``position`` the coordinates and their
+  products with the colour too), added to the U-Net's output. Training starts it at the
+  least-squares fit of the training pairs (:func:`ccat_tf.colour_fit.fit`) with the U-Net's head at
+  zero, so a run starts exactly at a global colour fit and the U-Net learns what is left.
+
+Only built-in Keras layers are used (a .cat's layer classes are checked against an allow-list):
+channel selection and products are fixed (non-trainable) 1x1 convolutions and ``Multiply``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -29,34 +46,124 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+#: Input channels the ``position`` flag adds: u, v and r^2.
+POSITION_CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything but the channel counts that decides a network's layers and weights."""
+
+    model_size: str
+    position: bool = False
+    colour: bool = False
+
+
 def divisor(model_size: str) -> int:
-    return PRESETS[model_size].divisor
+    return PRESETS[sizing_preset(model_size)].divisor
+
+
+def sizing_preset(model_size: str) -> str:
+    """The preset to size memory (batch, divisor) for before ``auto`` is resolved: the largest
+    it may choose."""
+    return "large" if model_size == "auto" else model_size
+
+
+def coordinate_channels(height: int, width: int, frame_hw: tuple[int, int] | None = None,
+                        origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(height, width, 3) float32 u, v, r^2 of the pixels of a window of a frame.
+
+    ``frame_hw`` is the whole frame's size (default: the window is the frame), ``origin`` the
+    window's top-left pixel in it; pixels outside the frame (padding) continue the ramps.
+    """
+    fh, fw = frame_hw or (height, width)
+    oy, ox = origin
+    v = (2.0 * (np.arange(height, dtype=np.float32) + oy + 0.5) / fh - 1.0)[:, None]
+    u = (2.0 * (np.arange(width, dtype=np.float32) + ox + 0.5) / fw - 1.0)[None, :]
+    uu, vv = np.broadcast_to(u, (height, width)), np.broadcast_to(v, (height, width))
+    return np.stack([uu, vv, uu * uu + vv * vv], axis=-1).astype(np.float32)
+
+
+def coordinate_channels_tf(images, frame_hw):
+    """TensorFlow form of :func:`coordinate_channels` for an NHWC batch whose frames are
+    ``frame_hw`` = (height, width) tensors (the batch may be padded beyond them)."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    fh, fw = tf.cast(frame_hw[0], tf.float32), tf.cast(frame_hw[1], tf.float32)
+    v = 2.0 * (tf.range(shape[1], dtype=tf.float32) + 0.5) / fh - 1.0
+    u = 2.0 * (tf.range(shape[2], dtype=tf.float32) + 0.5) / fw - 1.0
+    vv, uu = tf.meshgrid(v, u, indexing="ij")
+    coords = tf.stack([uu, vv, uu * uu + vv * vv], axis=-1)
+    return tf.tile(coords[None], [shape[0], 1, 1, 1])
+
+
+def colour_feature_pairs(n_inputs: int) -> list[tuple[int, int]]:
+    """The (i, j) input-channel index pairs, i <= j, whose products the colour branch sees."""
+    return [(i, j) for i in range(n_inputs) for j in range(i, n_inputs)]
+
+
+def colour_feature_count(n_inputs: int) -> int:
+    return n_inputs + len(colour_feature_pairs(n_inputs))
+
+
+def colour_features(x: np.ndarray) -> np.ndarray:
+    """numpy form of the colour branch's features of ``x`` (..., n_inputs), in layer order."""
+    n = x.shape[-1]
+    pairs = colour_feature_pairs(n)
+    prods = [x[..., i] * x[..., j] for i, j in pairs]
+    return np.concatenate([x, np.stack(prods, axis=-1)], axis=-1)
 
 
 def build_model(
     in_channels: int,
     out_channels: int,
-    model_size: str = "medium",
+    model_size: str | Architecture = "medium",
     *,
     residual: bool | None = None,
     dtype_policy: str | None = None,
     name: str | None = None,
 ):
-    """Build the U-Net for ``model_size`` mapping ``in_channels`` to ``out_channels``.
+    """Build the U-Net for ``model_size`` (a preset name or an :class:`Architecture`) mapping
+    ``in_channels`` image channels to ``out_channels``.
 
     ``residual`` defaults to ``in_channels == out_channels``. ``dtype_policy`` (e.g.
-    ``"mixed_float16"``) is applied to every layer but the last, which stays float32 so outputs
-    keep full precision.
+    ``"mixed_float16"``) is applied to every layer but the last ones, which stay float32 so
+    outputs keep full precision. With ``position`` the network's input has
+    :data:`POSITION_CHANNELS` more channels after the image's.
     """
     import keras
     from keras import layers
 
-    preset = PRESETS[model_size]
+    arch = model_size if isinstance(model_size, Architecture) else Architecture(model_size)
+    preset = PRESETS[arch.model_size]
     if residual is None:
         residual = in_channels == out_channels
     if residual and in_channels != out_channels:
         raise ValueError("a residual model needs as many input channels as output channels")
     kw = {"dtype": dtype_policy} if dtype_policy else {}
+    n_total = in_channels + (POSITION_CHANNELS if arch.position else 0)
+    inputs = keras.Input((None, None, n_total), name="image")
+    x = _unet(inputs, preset, kw)
+    head_init = "zeros" if arch.colour else "glorot_uniform"
+    outputs = layers.Conv2D(
+        out_channels, 1, padding="same", name="head", dtype="float32", kernel_initializer=head_init
+    )(x)
+    terms = [outputs]
+    if residual:
+        terms.append(_select(inputs, range(in_channels), "image_channels") if arch.position else inputs)
+    if arch.colour:
+        terms.append(_colour_branch(inputs, n_total, out_channels))
+    if len(terms) > 1:
+        label = "sum" if arch.colour or arch.position else "residual"
+        outputs = layers.Add(name=label, dtype="float32")(terms)
+    model = keras.Model(inputs, outputs, name=name or f"ccat_unet_{arch.model_size}")
+    _set_fixed_weights(model, n_total, in_channels)
+    return model
+
+
+def _unet(inputs, preset: Preset, kw: dict):
+    from keras import layers
 
     def conv(x, filters, label):
         for i in range(preset.convs_per_level):
@@ -65,11 +172,11 @@ def build_model(
             )(x)
         return x
 
-    inputs = keras.Input((None, None, in_channels), name="image")
-    x = inputs
     skips = []
     # Encoder: a first convolution lifts the image to features, then conv blocks and 2x pools.
-    x = layers.Conv2D(preset.filters[0], 3, padding="same", activation="relu", name="stem", **kw)(x)
+    x = layers.Conv2D(preset.filters[0], 3, padding="same", activation="relu", name="stem", **kw)(
+        inputs
+    )
     for level, filters in enumerate(preset.filters[:-1]):
         x = conv(x, filters, f"enc{level}")
         skips.append(x)
@@ -84,10 +191,42 @@ def build_model(
         )(x)
         x = layers.Concatenate(name=f"merge{level}", **kw)([x, skips[level]])
         x = conv(x, filters, f"dec{level}")
-    outputs = layers.Conv2D(out_channels, 1, padding="same", name="head", dtype="float32")(x)
-    if residual:
-        outputs = layers.Add(name="residual", dtype="float32")([inputs, outputs])
-    return keras.Model(inputs, outputs, name=name or f"ccat_unet_{model_size}")
+    return x
+
+
+def _select(inputs, channels, label: str, count: int | None = None):
+    """A fixed 1x1 convolution picking ``channels`` (weights set by :func:`_set_fixed_weights`)."""
+    from keras import layers
+
+    n = count if count is not None else len(list(channels))
+    layer = layers.Conv2D(n, 1, use_bias=False, trainable=False, name=label, dtype="float32")
+    return layer(inputs)
+
+
+def _colour_branch(inputs, n_total: int, out_channels: int):
+    """1x1 convolution over [input, products of input channel pairs] (float32 throughout)."""
+    from keras import layers
+
+    pairs = colour_feature_pairs(n_total)
+    left = _select(inputs, None, "colour_left", count=len(pairs))
+    right = _select(inputs, None, "colour_right", count=len(pairs))
+    products = layers.Multiply(name="colour_products", dtype="float32")([left, right])
+    features = layers.Concatenate(name="colour_features", dtype="float32")([inputs, products])
+    return layers.Conv2D(out_channels, 1, name="colour", dtype="float32")(features)
+
+
+def _set_fixed_weights(model, n_total: int, in_channels: int) -> None:
+    """The selection matrices of the fixed 1x1 convolutions (see :func:`_select`)."""
+    names = {layer.name: layer for layer in model.layers}
+    if "image_channels" in names:
+        names["image_channels"].set_weights([np.eye(n_total, in_channels, dtype=np.float32)[None, None]])
+    if "colour_left" in names:
+        pairs = colour_feature_pairs(n_total)
+        for label, side in (("colour_left", 0), ("colour_right", 1)):
+            kernel = np.zeros((1, 1, n_total, len(pairs)), np.float32)
+            for k, pair in enumerate(pairs):
+                kernel[0, 0, pair[side], k] = 1.0
+            names[label].set_weights([kernel])
 
 
 def forward_flops(model, height: int = 256, width: int = 256) -> int:

@@ -19,6 +19,8 @@ from typing import Any
 from ccat_tf.errors import SettingsError
 
 MODEL_SIZES = ("small", "medium", "large")
+#: What training's model_size accepts: a preset, or auto (chosen from the time limit and speed).
+TRAIN_MODEL_SIZES = ("auto", *MODEL_SIZES)
 INITIAL_WEIGHTS = ("none", "checkpoint", "deblur", "upscale", "human_matting")
 CACHE_MODES = ("auto", "memory", "hdf5")
 OUTPUT_DATA_TYPES = ("auto", "half", "float", "uint8", "uint10", "uint16")
@@ -40,6 +42,8 @@ class Range:
     def describe(self) -> str:
         if self.integer:
             return f"a whole number from {self.low} to {self.high}"
+        if not self.above:
+            return f"a number from {self.low} to {self.high}"
         return f"a number above {self.low} and at most {self.high}"
 
     def short(self) -> str:
@@ -142,6 +146,13 @@ class TrainSettings:
         knob="Epochs (`epochs`)",
         range=Range(1, 1_000_000),
     )
+    time_limit: float = setting(
+        0.0,
+        "minutes of training, everything from the data set checks to the final .cat (0: off, "
+        "epochs sets the length); the run measures its speed and plans its steps, stages and "
+        "learning-rate decay to end on time",
+        range=Range(0, 525_600, integer=False),
+    )
     use_gpu_if_available: bool = setting(
         True,
         "train on GPUs when present (the workflow's inference follows it too)",
@@ -160,7 +171,11 @@ class TrainSettings:
         knob="Checkpoint File (`checkpointFile`)",
     )
     model_size: str = setting(
-        "medium", "small, medium or large", knob="Model Size (`modelSize`)", choices=MODEL_SIZES
+        "auto",
+        "auto, small, medium or large; auto: with a time_limit, the largest size that still "
+        "trains enough steps in it at the measured speed, else medium (CopyCat's default)",
+        knob="Model Size (`modelSize`)",
+        choices=TRAIN_MODEL_SIZES,
     )
     batch_size: Any = setting(
         "auto",
@@ -191,9 +206,21 @@ class TrainSettings:
     )
     # --- beyond CopyCat: reproducibility and plumbing ---
     learning_rate: float = setting(
-        1e-3, "Adam learning rate", range=Range(0, 1, integer=False, above=True)
+        1e-3,
+        "Adam's peak learning rate: a short warm-up reaches it, then it decays (cosine) to 5% "
+        "at the planned end",
+        range=Range(0, 1, integer=False, above=True),
     )
     augment: bool = setting(True, "random flips and 90-degree rotations of the crops")
+    position_aware: bool = setting(
+        True,
+        "give the network each pixel's place in the whole frame (u, v, r^2 channels) so "
+        "vignettes, lens shading and locked-off mattes can be learnt from crops",
+    )
+    colour_branch: bool = setting(
+        True,
+        "a global colour branch started at the least-squares fit of the training pairs",
+    )
     seed: int = setting(
         0, "seed of the crop and weight-initialisation random numbers", range=Range(0, 2**32 - 1)
     )

@@ -30,7 +30,10 @@ from ccat_tf.safe_text import visible
 
 CURRENT = "progress.ost"
 PREVIOUS = "progress.prev.ost"
-FORMAT = 1
+#: Written: 2 (the network's architecture recorded, the optimizer's one scalar the step count:
+#: the learning rate is a schedule). Read: 1 and 2 (1: a plain U-Net, Adam's step and rate).
+FORMAT = 2
+FORMATS = (1, 2)
 
 
 @dataclass
@@ -47,6 +50,10 @@ class Progress:
     optimizer: list[np.ndarray] = field(repr=False)
     last_loss: float | None = None
     path: Path | None = None
+    #: The network: model_size (resolved, never auto), position, colour, residual.
+    architecture: dict[str, Any] = field(default_factory=dict)
+    #: What the callbacks keep across a resume (RunContext.persistent_state).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path:
@@ -72,6 +79,8 @@ def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path
                 "last_loss": progress.last_loss,
                 "n_weights": len(progress.weights),
                 "n_optimizer": len(progress.optimizer),
+                "architecture": progress.architecture,
+                "extra": progress.extra,
             }
             h5.attrs["meta"] = json.dumps(meta, default=str)
             for group, arrays in (("weights", progress.weights), ("optimizer", progress.optimizer)):
@@ -112,14 +121,26 @@ class _Refused(Exception):
     """Why an .ost cannot be trusted; reported as damage."""
 
 
-def model_weight_shapes(model_size: str, in_channels: int, out_channels: int) -> list[tuple]:
-    """The shapes of ``build_model(in_channels, out_channels, model_size).get_weights()``,
-    without TensorFlow: what every .ost of that model must hold (a test keeps the two in step)."""
-    from ccat_tf.models import PRESETS
+def model_weight_shapes(
+    model_size: str,
+    in_channels: int,
+    out_channels: int,
+    *,
+    position: bool = False,
+    colour: bool = False,
+    residual: bool = False,
+    trainable_only: bool = False,
+) -> list[tuple]:
+    """The shapes of ``build_model(...).get_weights()`` (or of its trainable weights), without
+    TensorFlow: what every .ost of that model must hold (a test keeps the two in step). The plain
+    U-Net's come in Keras' order; a model with ``position`` or ``colour`` interleaves its extra
+    layers, so those shapes are compared as a multiset (:func:`_expected`)."""
+    from ccat_tf.models import POSITION_CHANNELS, PRESETS, colour_feature_count
 
     preset = PRESETS[model_size]
     shapes: list[tuple] = []
-    channels = in_channels
+    n_total = in_channels + (POSITION_CHANNELS if position else 0)
+    channels = n_total
 
     def conv(filters: int, size: int = 3) -> None:
         nonlocal channels
@@ -139,6 +160,13 @@ def model_weight_shapes(model_size: str, in_channels: int, out_channels: int) ->
         for _ in range(preset.convs_per_level):
             conv(filters)
     conv(out_channels, size=1)  # head
+    if colour:
+        n_pairs = colour_feature_count(n_total) - n_total
+        if not trainable_only:
+            shapes += [(1, 1, n_total, n_pairs)] * 2  # the fixed pair selections
+        shapes += [(1, 1, n_total + n_pairs, out_channels), (out_channels,)]
+    if position and residual and not trainable_only:
+        shapes.append((1, 1, n_total, in_channels))  # the fixed image-channel selection
     return shapes
 
 
@@ -157,7 +185,7 @@ def _check_meta(meta) -> dict:
 
     if not isinstance(meta, dict):
         raise _Refused("its metadata is not a JSON object")
-    if type(meta.get("format")) is not int or meta["format"] != FORMAT:
+    if type(meta.get("format")) is not int or meta["format"] not in FORMATS:
         raise ModelFileError(f"has unsupported progress format {visible(repr(meta.get('format')))}")
     total = _count(meta, "total_steps", 1)
     _count(meta, "step", 0, total)
@@ -181,17 +209,48 @@ def _check_meta(meta) -> dict:
         raise _Refused("last_loss is not a finite number")
     sig = meta["signature"]
     resolved = sig.get("resolved")
-    size = sig.get("model_size")
-    if not isinstance(resolved, dict) or not isinstance(size, str) or size not in PRESETS:
+    if not isinstance(resolved, dict):
         raise _Refused("its signature names no model_size and channels")
+    arch = _architecture(meta)
     counts = []
     for side in ("input_channels", "output_channels"):
         names = resolved.get(side)
         if not isinstance(names, list) or not 1 <= len(names) <= MAX_CHANNELS:
             raise _Refused(f"its signature's {side} is not a list of 1 to {MAX_CHANNELS} names")
         counts.append(len(names))
-    meta["_shapes"] = model_weight_shapes(size, *counts)
+    meta["architecture"] = arch
+    meta["_shapes"] = model_weight_shapes(arch["model_size"], *counts, **_flags(arch))
+    meta["_trainable"] = model_weight_shapes(
+        arch["model_size"], *counts, **_flags(arch), trainable_only=True
+    )
+    extra = meta.get("extra", {})
+    if not isinstance(extra, dict):
+        raise _Refused("extra is not a JSON object")
+    meta["extra"] = extra
     return meta
+
+
+def _architecture(meta: dict) -> dict:
+    """The network an .ost's arrays belong to: recorded (format 2) or a plain U-Net (format 1)."""
+    from ccat_tf.models import PRESETS
+
+    if meta["format"] == 1:
+        arch = {"model_size": meta["signature"].get("model_size")}
+    else:
+        arch = meta.get("architecture")
+        if not isinstance(arch, dict):
+            raise _Refused("it records no architecture")
+    size = arch.get("model_size")
+    if not isinstance(size, str) or size not in PRESETS:
+        raise _Refused("its signature names no model_size and channels")
+    flags = {k: arch.get(k, False) for k in ("position", "colour", "residual")}
+    if not all(isinstance(v, bool) for v in flags.values()):
+        raise _Refused("its architecture's flags are not true or false")
+    return {"model_size": size, **flags}
+
+
+def _flags(arch: dict) -> dict:
+    return {k: arch[k] for k in ("position", "colour", "residual")}
 
 
 def _group(h5, group: str) -> None:
@@ -253,6 +312,29 @@ def _array_header(h5, group: str, i: int, shape: tuple, dtype: str):
     return d
 
 
+def _array_plan(h5, group: str, shapes: list[tuple], scalars: list[tuple[str, tuple]]) -> list:
+    """(group, index, shape, dtype) of every array of ``group``: ``scalars`` first, then arrays
+    whose recorded shapes must be exactly the multiset ``shapes`` (checked again, with dtype and
+    size, by :func:`_array_header`)."""
+    _group(h5, group)
+    n = len(scalars) + len(shapes)
+    if len(h5[group]) != n:
+        raise _Refused(f"{group} holds {len(h5[group])} arrays, not {n}")
+    plan = [(group, i, shape, dtype) for i, (dtype, shape) in enumerate(scalars)]
+    remaining = sorted(shapes)
+    for i in range(len(scalars), n):
+        d = _dataset(h5, group, f"{i:05d}")
+        try:
+            recorded = tuple(int(v) for v in d.attrs.get("shape"))
+        except (TypeError, ValueError):
+            recorded = None
+        if recorded not in remaining:
+            raise _Refused(f"{group}/{i:05d} records a shape this model does not have")
+        remaining.remove(recorded)
+        plan.append((group, i, recorded, "float32"))
+    return plan
+
+
 def load_progress_file(path: str | os.PathLike) -> Progress:
     """Read one .ost; raise ModelFileError (naming the file) if it is damaged or hostile.
 
@@ -284,27 +366,19 @@ def load_progress_file(path: str | os.PathLike) -> Progress:
                     raw, "its metadata", max_bytes=MAX_META_BYTES, max_values=None
                 )
             )
-            shapes = meta.pop("_shapes")
+            shapes, trainable = meta.pop("_shapes"), meta.pop("_trainable")
             if meta["n_weights"] != len(shapes):
                 raise _Refused(f"it holds {meta['n_weights']} weights, the model has {len(shapes)}")
-            opt_shapes = [(), ()] + [s for s in shapes for _ in (0, 1)]
-            if meta["n_optimizer"] != len(opt_shapes):
-                raise _Refused(
-                    f"it holds {meta['n_optimizer']} optimizer variables, not {len(opt_shapes)}"
-                )
-            opt_dtypes = ["int64", "float32"] + ["float32"] * (len(opt_shapes) - 2)
-            plan = [("weights", i, s, "float32") for i, s in enumerate(shapes)]
-            plan += [
-                ("optimizer", i, s, t)
-                for i, (s, t) in enumerate(zip(opt_shapes, opt_dtypes, strict=True))
-            ]
+            scalars = [("int64", ())] + ([("float32", ())] if meta["format"] == 1 else [])
+            n_opt = len(scalars) + 2 * len(trainable)
+            if meta["n_optimizer"] != n_opt:
+                raise _Refused(f"it holds {meta['n_optimizer']} optimizer variables, not {n_opt}")
+            slots = [s for s in trainable for _ in (0, 1)]
+            plan = _array_plan(h5, "weights", shapes, [])
+            plan += _array_plan(h5, "optimizer", slots, scalars)
             total = sum(4 * int(np.prod(s, dtype=np.int64)) for _, _, s, _ in plan)
             if total > MAX_ARRAY_BYTES:
                 raise _Refused(f"its arrays need {total >> 20} MiB, more than any model")
-            for group, n in (("weights", len(shapes)), ("optimizer", len(opt_shapes))):
-                _group(h5, group)
-                if len(h5[group]) != n:
-                    raise _Refused(f"{group} holds {len(h5[group])} arrays, not {n}")
             datasets = [(g, _array_header(h5, g, i, s, t), s) for g, i, s, t in plan]
             arrays: dict[str, list[np.ndarray]] = {"weights": [], "optimizer": []}
             for group, d, shape in datasets:  # only now is any array read
@@ -331,6 +405,8 @@ def load_progress_file(path: str | os.PathLike) -> Progress:
         optimizer=arrays["optimizer"],
         last_loss=meta.get("last_loss"),
         path=path,
+        architecture=meta["architecture"],
+        extra=meta["extra"],
     )
 
 

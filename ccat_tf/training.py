@@ -21,11 +21,14 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ccat_tf import runs as runtable
 from ccat_tf import state as ost
@@ -170,7 +173,7 @@ def _pretrained_path(kind: str, model_size: str) -> Path:
     return Path(str(ref))
 
 
-def _initial_weights(settings: TrainSettings, info: DataSetInfo) -> tuple[Path, dict] | None:
+def _initial_weights(settings: TrainSettings, info: DataSetInfo, arch) -> tuple[Path, dict] | None:
     from ccat_tf import catfile
 
     kind = settings.initial_weights
@@ -181,7 +184,7 @@ def _initial_weights(settings: TrainSettings, info: DataSetInfo) -> tuple[Path, 
         path = Path(settings.checkpoint_file)
         meta = catfile.read_metadata(path)
         catfile.check_compatible(
-            meta, path=path, model_size=settings.model_size, in_channels=n_in, out_channels=n_out
+            meta, path=path, model_size=arch.model_size, in_channels=n_in, out_channels=n_out
         )
         return path, meta
     want_in, want_out, what = PRETRAINED[kind]
@@ -191,10 +194,10 @@ def _initial_weights(settings: TrainSettings, info: DataSetInfo) -> tuple[Path, 
             f"channels; use input_channels/output_channels {what.replace(' -> ', ' / ')} or "
             "initial_weights none"
         )
-    path = _pretrained_path(kind, settings.model_size)
+    path = _pretrained_path(kind, arch.model_size)
     if not path.exists():
         raise ModelFileError(
-            f"pretrained weights {kind} ({settings.model_size}) are not installed at {path}; "
+            f"pretrained weights {kind} ({arch.model_size}) are not installed at {path}; "
             "build them with `snakemake --cores all pretrained` or use initial_weights none"
         )
     return path, catfile.read_metadata(path)
@@ -291,7 +294,7 @@ def _remove_if_only_the_lock(data_dir: Path, created: Path) -> None:
                     break
 
 
-def crop_plan(settings: TrainSettings, info: DataSetInfo, total: int) -> CropPlan:
+def crop_plan(settings: TrainSettings, info: DataSetInfo, total: int, arch) -> CropPlan:
     """The crops a run sees: one construction for a run and for rebuilding its final .cat."""
     from ccat_tf.models import divisor
 
@@ -301,21 +304,40 @@ def crop_plan(settings: TrainSettings, info: DataSetInfo, total: int) -> CropPla
         pairs=info.pairs,
         batch_size=info.batch_size,
         crop_size=info.crop_size,
-        divisor=divisor(settings.model_size),
+        divisor=divisor(arch.model_size),
         stage_bounds=tuple(stage_bounds(total, multi)),
         stage_scales=STAGE_SCALES if multi else (1.0, 1.0, 1.0),
         frame_hw=(info.height, info.width),
         augment=settings.augment,
+        position=arch.position,
     )
+
+
+def new_architecture(settings: TrainSettings, model_size: str):
+    """The network a new run builds (``model_size`` resolved, never auto)."""
+    from ccat_tf.models import Architecture
+
+    return Architecture(
+        model_size, position=settings.position_aware, colour=settings.colour_branch
+    )
+
+
+def architecture_of(progress: ost.Progress):
+    """The network a progress file's arrays belong to."""
+    from ccat_tf.models import Architecture
+
+    a = progress.architecture or {"model_size": progress.signature.get("model_size")}
+    return Architecture(a["model_size"], bool(a.get("position")), bool(a.get("colour")))
 
 
 @dataclass
 class TrainingRun:
     """One training, in the stages a reader follows: :meth:`prepare` (data set, resume or new
-    run), :meth:`build` (devices, strategy, network, optimizer), :meth:`open` (frame cache, run
-    table, crops, the callbacks' context), :meth:`fit` (Keras ``fit``), :meth:`finish` (final
-    checkpoint, hooks, output) and :meth:`close` (run table, files). It is also what the
-    callbacks save through (:meth:`save_model`, :meth:`save_progress`)."""
+    run), :meth:`load_frames` (the frame cache), :meth:`build` (devices, strategy, network,
+    optimizer; a time-limited new run measures its speed and plans its steps here),
+    :meth:`open` (run table, crops, the callbacks' context), :meth:`fit` (Keras ``fit``),
+    :meth:`finish` (final checkpoint, hooks, output) and :meth:`close` (run table, files). It is
+    also what the callbacks save through (:meth:`save_model`, :meth:`save_progress`)."""
 
     settings: TrainSettings
     data_dir: Path
@@ -324,27 +346,39 @@ class TrainingRun:
     devices: Sequence[str] | None
     progress_bar: bool
     hooks: dict[str, list]
+    started: float = field(default_factory=time.monotonic)  #: when train() was called
     # ---- set by prepare() ----
     info: DataSetInfo | None = None
     signature: dict = field(default_factory=dict)
     progress: ost.Progress | None = None  #: the progress this run resumes (None: a new run)
     replaced: ost.Progress | None = None  #: an incompatible run's progress, set aside in open()
-    total: int = 0
+    total: int = 0  #: planned steps (0 until a time-limited new run has measured its speed)
     start_step: int = 0
-    # ---- set by build() and open() ----
+    arch: Any = None  #: models.Architecture (set by prepare() on a resume, else by build())
+    # ---- set by load_frames(), build() and open() ----
+    cache: FrameCache | None = None
     net: Any = None  #: the Keras network (what a .cat holds)
     optimizer: Any = None
+    schedule: Any = None  #: schedule.WarmupCosine, the optimizer's learning rate
     trainer: Any = None  #: the Keras model whose train_step fit() runs
-    cache: FrameCache | None = None
     run: dict = field(default_factory=dict)  #: this run's entry in the run table
     plan: CropPlan | None = None
     ctx: RunContext | None = None
+    # ---- a time-limited new run's measurements (time_plan) ----
+    step_seconds: tuple[float, ...] = ()  #: measured seconds per step of each stage
+    max_total: int = 0  #: the most steps re-planning may reach (the crops made for it)
+    deadline: float = 0.0  #: time.monotonic() at which a time-limited run stops
 
     def execute(self) -> Path:
         finished = self.prepare()
         if finished is not None:
             return finished
-        self.build()
+        self.load_frames()
+        try:
+            self.build()
+        except BaseException:
+            self.cache.close()
+            raise
         self.open()
         status = "failed"
         try:
@@ -370,7 +404,7 @@ class TrainingRun:
         info = self.info = validate_dataset(self.settings)
         for notice in info.notices:
             _say(notice)
-        _say(info.channels_line())
+        _say(info.channels_line(time_limit=self.settings.time_limit))
         self.signature = signature_of(self.settings, info)
         progress = ost.load_latest_progress(self.data_dir)
         _close_stale_runs(self.data_dir, progress)
@@ -379,52 +413,148 @@ class TrainingRun:
         # must leave the Data Directory as it was, still resumable.
         if progress is not None and progress.signature != self.signature:
             self.replaced, progress = progress, None
-        self.total = info.total_steps
+        self.total = self._planned_total(progress)
         if progress is not None and progress.step >= self.total:
             done = f"{progress.run_name} already trained {progress.step} of {self.total} steps"
             _say(f"{done}; nothing to do")
-            final = _final_cat_from_progress(self.data_dir, progress, self.settings, info)
+            final = _final_cat_from_progress(self.data_dir, progress, self.settings, info, self.total)
             return self._deliver(final)
         if progress is not None:
             _say(f"resuming {progress.run_name} at step {progress.step} of {self.total}")
+            self.arch = architecture_of(progress)
         self.progress = progress
         self.start_step = progress.step if progress else 0
         return None
 
-    def build(self) -> None:
-        """Devices, the MirroredStrategy, and the network and optimizer in its scope (restored
-        from the progress file, or from the initial weights)."""
-        import keras
-        import tensorflow as tf
+    def _planned_total(self, progress: ost.Progress | None) -> int:
+        """Total steps: from epochs; with a time limit, a resume keeps its run's plan and a new
+        run plans in build() (0 until then)."""
+        if not self.settings.time_limit:
+            return self.info.total_steps
+        return progress.total_steps if progress is not None else 0
 
-        from ccat_tf.models import build_model
-
-        info, settings = self.info, self.settings
-        replicas = _replicas_for(_configure_tensorflow(settings, self.devices), info.batch_size)
-        strategy = tf.distribute.MirroredStrategy(devices=replicas)
-        if len(replicas) > 1:
-            _say(f"training on {len(replicas)} replicas: {', '.join(replicas)}")
-        initial = None if self.progress else _initial_weights(settings, info)
-        keras.utils.set_random_seed(settings.seed)
-        n_in, n_out = len(info.input_channels), len(info.output_channels)
-        with strategy.scope():
-            self.net = build_model(n_in, n_out, settings.model_size, residual=info.residual)
-            self.trainer = _make_trainer(self.net)
-            self.optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
-            self.trainer.compile(optimizer=self.optimizer, jit_compile=False)
-            self.optimizer.build(self.net.trainable_variables)
-            if self.progress is not None:
-                _restore(self.net, self.optimizer, self.progress)
-            elif initial is not None:
-                _load_initial(self.net, initial)
-
-    def open(self) -> None:
-        """The frame cache, this run's entry in the run table, the crop plan and the context
-        the callbacks share (validation pairs, preview frames, the summary writer)."""
+    def load_frames(self) -> None:
+        """The frame cache the crops are cut from (memory or HDF5)."""
         notices: list[str] = []
         self.cache = open_cache(self.info, self.settings, self.data_dir, notices)
         for n in notices:
             _say(n)
+
+    def build(self) -> None:
+        """Devices, the MirroredStrategy, and the network and optimizer in its scope (restored
+        from the progress file, or from the initial weights and the colour fit). A new
+        time-limited run then measures its speed and plans its length (:mod:`ccat_tf.time_plan`)."""
+        import tensorflow as tf
+
+        info, settings = self.info, self.settings
+        replicas = _replicas_for(_configure_tensorflow(settings, self.devices), info.batch_size)
+        self.strategy = tf.distribute.MirroredStrategy(devices=replicas)
+        if len(replicas) > 1:
+            _say(f"training on {len(replicas)} replicas: {', '.join(replicas)}")
+        if self.arch is None:
+            size = settings.model_size
+            if size == "auto":
+                size = "small" if settings.time_limit else "medium"
+            self.arch = new_architecture(settings, size)
+        self._build_network()
+        if self.progress is None and settings.time_limit:
+            self._plan_for_time_limit()
+
+    def _build_network(self) -> None:
+        import keras
+
+        from ccat_tf.models import build_model
+        from ccat_tf.schedule import WarmupCosine
+
+        info, settings = self.info, self.settings
+        initial = None if self.progress else _initial_weights(settings, info, self.arch)
+        keras.utils.set_random_seed(settings.seed)
+        n_in, n_out = len(info.input_channels), len(info.output_channels)
+        with self.strategy.scope():
+            self.net = build_model(n_in, n_out, self.arch, residual=info.residual)
+            self.trainer = _make_trainer(self.net)
+            self.schedule = WarmupCosine(settings.learning_rate, max(1, self.total))
+            self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
+            self.trainer.compile(optimizer=self.optimizer, jit_compile=False)
+            self.optimizer.build(self.net.trainable_variables)
+            if self.progress is not None:
+                _restore(self.net, self.optimizer, self.progress)
+                return
+            loaded = _load_initial(self.net, initial) if initial is not None else set()
+            if self.arch.colour and "colour" not in loaded:
+                self._fit_colour(pretrained=bool(loaded))
+
+    def _fit_colour(self, pretrained: bool) -> None:
+        """Start the colour branch at the least-squares fit of the training pairs (of what the
+        pretrained network leaves, when there is one)."""
+        from ccat_tf import colour_fit
+
+        xs, ys = self.cache.level(1.0)
+        xs = [np.asarray(x) for x in xs]
+        base = None
+        if pretrained:
+            head = _network_without_colour(self.net, self.arch, self.info)
+            base = lambda i: head(xs[i])  # noqa: E731
+        rms = colour_fit.initialise(
+            self.net,
+            xs,
+            [np.asarray(y) for y in ys],
+            position=self.arch.position,
+            residual=self.info.residual,
+            seed=self.settings.seed,
+            base=base,
+        )
+        _say(f"colour branch starts at the least-squares fit of the training pairs (RMS {rms:.4f})")
+
+    def _plan_for_time_limit(self) -> None:
+        """Measure seconds per step of each stage, resolve model_size auto, plan the total."""
+        from ccat_tf import time_plan
+
+        s, info = self.settings, self.info
+        n_in, n_out = len(info.input_channels), len(info.output_channels)
+        shares = time_plan.stage_shares(s.use_multi_resolution_training)
+        probe = crop_plan(s, info, 1000, self.arch)
+        crops = tuple(probe.crop_at(i) for i in range(len(shares)))
+        extra = 3 if self.arch.position else 0
+        timed = self._measure(probe, n_in + extra, n_out)
+        left = self._seconds_left()
+        why = ""
+        if s.model_size == "auto":
+            size, why = time_plan.choose_size(
+                self.arch.model_size, timed, left, shares, crops, (n_in + extra, n_out)
+            )
+            if size != self.arch.model_size:
+                self.arch = new_architecture(s, size)
+                self._build_network()
+                timed = self._measure(crop_plan(s, info, 1000, self.arch), n_in + extra, n_out)
+                left = self._seconds_left()
+            why = f"model_size auto: {self.arch.model_size} ({why}); "
+        self.total = time_plan.steps_for(left * (1 - time_plan.OVERHEAD_SHARE), timed, shares)
+        self.schedule.set_total(self.total)
+        self.step_seconds, self.max_total = timed, self.total * time_plan.MAX_GROWTH
+        speed = ", ".join(f"{t:.3f}" for t in timed)
+        _say(
+            f"{why}time_limit {s.time_limit:g} min: measured {speed} s/step by stage, "
+            f"{left:.0f} s left: planned {self.total} steps"
+        )
+
+    def _measure(self, probe: CropPlan, in_ch: int, out_ch: int) -> tuple[float, ...]:
+        from ccat_tf import time_plan
+
+        return time_plan.measure(
+            self.trainer, self.net, self.optimizer, self.cache, probe, in_ch, out_ch
+        )
+
+    def _seconds_left(self) -> float:
+        """Seconds of the time limit left for training steps (the final .cat's share kept)."""
+        from ccat_tf import time_plan
+
+        limit = self.settings.time_limit * 60.0
+        return limit - (time.monotonic() - self.started) - time_plan.reserve_seconds(limit)
+
+    def open(self) -> None:
+        """This run's entry in the run table, the crop plan and the context the callbacks
+        share (validation pairs, preview frames, the summary writer)."""
         if self.replaced is not None:
             kept = ost.set_aside(self.data_dir, self.replaced.run_name)
             change = _describe_change(self.replaced.signature, self.signature)
@@ -434,6 +564,7 @@ class TrainingRun:
             )
         resolved = {"batch_size_resolved": self.info.batch_size}
         resolved["crop_size_resolved"] = self.info.crop_size
+        resolved["model_size_resolved"] = self.arch.model_size
         self.run = runtable.start_run(
             self.data_dir,
             settings=self.settings.to_dict() | resolved,
@@ -441,7 +572,7 @@ class TrainingRun:
             total_steps=self.total,
             name=self.settings.run_name,
         )
-        self.plan = crop_plan(self.settings, self.info, self.total)
+        self.plan = crop_plan(self.settings, self.info, self.total, self.arch)
         self.ctx = self._context()
 
     def _context(self) -> RunContext:
@@ -464,6 +595,9 @@ class TrainingRun:
             step=self.start_step,
             last_loss=self.progress.last_loss if self.progress else None,
         )
+        ctx.schedule = self.schedule
+        if self.progress is not None and hasattr(ctx, "restore_persistent_state"):
+            ctx.restore_persistent_state(self.progress.extra)
         if info.validation_frames:
             frames = info.validation_frames
             ctx.validation_cache = FrameCache.build_in_memory(info, [1.0], frames=frames)
@@ -475,13 +609,20 @@ class TrainingRun:
 
     def fit(self) -> None:
         """The on_training_start hook, then Keras ``fit`` over the remaining steps (stopped
-        early by a NaN loss, a signal or a hook: see :meth:`stop_status`)."""
+        early by a NaN loss, a signal, a hook or the time limit: see :meth:`raise_if_stopped`)."""
+        from ccat_tf import time_plan
         from ccat_tf.callbacks import standard_callbacks
         from ccat_tf.hooks import call_hooks
 
-        n_in, n_out = len(self.info.input_channels), len(self.info.output_channels)
-        ds = make_tf_dataset(self.cache, self.plan, self.start_step, self.total, n_in, n_out)
+        n_in = self.net.inputs[0].shape[-1]
+        n_out = len(self.info.output_channels)
+        last = max(self.total, self.max_total)
+        ds = make_tf_dataset(
+            self.cache, self.plan, self.start_step, last, n_in, n_out, lambda: self.plan
+        )
         cbs, stopper = standard_callbacks(self.ctx, progress_bar=self.progress_bar)
+        if self.settings.time_limit:
+            cbs[:0] = self._time_limit_callbacks()
         cbs.extend(self.user_callbacks)
         call_hooks(
             "on_training_start",
@@ -494,16 +635,60 @@ class TrainingRun:
         )
         stopper.install()
         try:
-            steps = self.total - self.start_step
+            steps = last - self.start_step
             self.trainer.fit(
                 ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=cbs, shuffle=False
             )
         finally:
             stopper.uninstall()
 
+    def _time_limit_callbacks(self) -> list:
+        """The deadline, and for a new run the re-planner (see :mod:`ccat_tf.time_plan`)."""
+        from ccat_tf import time_plan
+
+        limit = self.settings.time_limit * 60.0
+        self.deadline = self.started + limit - time_plan.reserve_seconds(limit)
+        cbs = [time_plan.Deadline(self.ctx, self.deadline)]
+        if self.step_seconds:
+            cbs.append(
+                time_plan.Replanner(
+                    self.start_step,
+                    lambda: self.total,
+                    lambda step: self.plan.stage_of(step) == 0,
+                    self._replan,
+                )
+            )
+        return cbs
+
+    def _replan(self, step: int, seconds_per_step: float) -> None:
+        """Re-plan the total from the speed the run really has (``seconds_per_step`` so far in
+        its first stage): stages, learning-rate decay and the run table follow."""
+        from ccat_tf import time_plan
+
+        ratio = seconds_per_step / max(self.step_seconds[0], 1e-9)
+        predicted = tuple(t * ratio for t in self.step_seconds)
+        shares = time_plan.stage_shares(self.settings.use_multi_resolution_training)
+        left = (self.deadline - time.monotonic()) * (1 - time_plan.OVERHEAD_SHARE / 2)
+        total = min(self.max_total, time_plan.steps_for(left, predicted, shares, done=step))
+        if abs(total - self.total) <= 0.02 * self.total:
+            return
+        self.total = self.ctx.total_steps = total
+        self.schedule.set_total(total)
+        self.plan = self.ctx.plan = crop_plan(self.settings, self.info, total, self.arch)
+        with contextlib.suppress(CcatError):
+            runtable.update_run(self.data_dir, self.run["id"], total_steps=total)
+
     def raise_if_stopped(self) -> None:
-        """Raise for a run that stopped early: a NaN loss, or a signal once progress is saved."""
+        """Raise for a run that stopped early: a NaN loss, or a signal once progress is saved.
+        A run stopped by its time limit ends at the step it reached (its new total)."""
         ctx = self.ctx
+        if ctx.stop_reason == "time" and ctx.step < self.total:
+            _say(f"time limit reached at step {ctx.step} of the {self.total} planned; ending there")
+            self.total = ctx.total_steps = ctx.step
+            ctx.last_progress_step = -1  # the .ost saved at the stop names the old total
+            with contextlib.suppress(CcatError):
+                runtable.update_run(self.data_dir, self.run["id"], total_steps=self.total)
+            return
         if ctx.stop_reason == "nan":
             raise NonFiniteLoss(
                 f"training stopped: {ctx.stop_detail}; the last good checkpoint and progress in "
@@ -580,6 +765,7 @@ class TrainingRun:
             self.settings,
             self.info,
             self.plan,
+            self.arch,
             run_name=self.run["name"],
             step=step,
             total=self.total,
@@ -603,6 +789,8 @@ class TrainingRun:
                 weights=self.net.get_weights(),
                 optimizer=[v.numpy() for v in self.optimizer.variables],
                 last_loss=self.ctx.last_loss,
+                architecture={**asdict(self.arch), "residual": self.info.residual},
+                extra=self.ctx.persistent_state() if hasattr(self.ctx, "persistent_state") else {},
             ),
         )
 
@@ -624,30 +812,101 @@ def _now() -> str:
 
 
 def _restore(net, optimizer, progress: ost.Progress) -> None:
-    if len(progress.weights) != len(net.get_weights()) or len(progress.optimizer) != len(
+    problem = len(progress.weights) != len(net.get_weights()) or len(progress.optimizer) != len(
         optimizer.variables
-    ):
+    )
+    if not problem:
+        try:
+            net.set_weights(progress.weights)
+            for var, value in zip(optimizer.variables, progress.optimizer, strict=True):
+                var.assign(value)
+        except ValueError:
+            problem = True
+    if problem:
         raise ModelFileError(
             f"progress file {progress.path} does not match this model; move it away to start a new run"
         )
-    net.set_weights(progress.weights)
-    for var, value in zip(optimizer.variables, progress.optimizer, strict=True):
-        var.assign(value)
 
 
-def _load_initial(net, initial: tuple[Path, dict]) -> None:
+def _load_initial(net, initial: tuple[Path, dict]) -> set[str]:
+    """Copy the initial weights into ``net`` layer by layer (by name); return the names loaded.
+
+    A network trained without position awareness (the shipped pretrained weights) fits a
+    position-aware one: its first convolution's kernel gets zero weights for the coordinate
+    channels, so it starts computing exactly what it computed; layers the source lacks (the
+    colour branch) keep their own start.
+    """
     from ccat_tf.model import open_model
 
     path, _ = initial
-    src = open_model(path).net.get_weights()
-    dst = net.get_weights()
-    if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src, dst, strict=True)):
+    source = {layer.name: layer for layer in open_model(path).net.layers if layer.weights}
+    loaded = set()
+    for layer in net.layers:
+        if not layer.weights or not layer.trainable:
+            continue
+        src = source.pop(layer.name, None)
+        if src is None:
+            continue
+        weights = _fitted(src.get_weights(), layer.get_weights())
+        if weights is None:
+            raise ModelFileError(
+                f"initial weights {path} do not fit this model's layer {layer.name}; use a .cat "
+                "trained with the same model_size and channels"
+            )
+        layer.set_weights(weights)
+        loaded.add(layer.name)
+    unused = [name for name, layer in source.items() if layer.trainable]
+    if unused or not loaded:
         raise ModelFileError(
-            f"initial weights {path} do not fit this model's layers; use a .cat trained with the "
-            "same model_size and channels"
+            f"initial weights {path} do not fit this model's layers ({', '.join(unused[:3]) or 'none shared'}); "
+            "use a .cat trained with the same model_size and channels"
         )
-    net.set_weights(src)
     _say(f"initial weights from {path}")
+    return loaded
+
+
+def _fitted(src: list, dst: list) -> list | None:
+    """``src`` weights shaped as ``dst``: equal, or a kernel with fewer input channels padded
+    with zeros (new input channels start unused). None if they cannot fit."""
+    out = []
+    for a, b in zip(src, dst, strict=False):
+        if a.shape == b.shape:
+            out.append(a)
+        elif a.ndim == 4 and a.shape[:2] == b.shape[:2] and a.shape[3] == b.shape[3] and (
+            a.shape[2] < b.shape[2]
+        ):
+            padded = np.zeros(b.shape, a.dtype)
+            padded[:, :, : a.shape[2], :] = a
+            out.append(padded)
+        else:
+            return None
+    return out if len(src) == len(dst) else None
+
+
+def _network_without_colour(net, arch, info: DataSetInfo):
+    """``base(i)``: what ``net`` outputs for training pair ``i`` without its colour branch (and
+    without the residual input), for :func:`ccat_tf.colour_fit.initialise`."""
+    from ccat_tf import tiling
+    from ccat_tf.models import coordinate_channels, divisor
+
+    layer = net.get_layer("colour")
+    saved = layer.get_weights()
+    n_img = len(info.input_channels)
+
+    def base(x):
+        layer.set_weights([np.zeros_like(w) for w in saved])
+        try:
+            h, w = x.shape[:2]
+            padded = tiling.pad_to_divisor(np.asarray(x, np.float32), divisor(arch.model_size))
+            if arch.position:
+                coords = coordinate_channels(padded.shape[0], padded.shape[1], frame_hw=(h, w))
+                padded = np.concatenate([padded, coords], axis=-1)
+            out = np.asarray(net(padded[None], training=False))[0, :h, :w]
+        finally:
+            layer.set_weights(saved)
+        return out - (x[..., :n_img] if info.residual else 0.0)
+
+    return base
 
 
 def _load_previews(info: DataSetInfo):
@@ -666,6 +925,7 @@ def model_info(
     settings: TrainSettings,
     info: DataSetInfo,
     plan: CropPlan,
+    arch,
     *,
     run_name: str,
     step: int,
@@ -683,7 +943,9 @@ def model_info(
         output_transform=tuple(info.output_transform),
         divisor=plan.divisor,
         residual=info.residual,
-        model_size=settings.model_size,
+        model_size=arch.model_size,
+        position=arch.position,
+        colour=arch.colour,
         step=step,
         total_steps=total,
         epochs=settings.epochs,
@@ -706,13 +968,12 @@ def model_info(
 
 
 def _final_cat_from_progress(
-    data_dir: Path, progress: ost.Progress, settings: TrainSettings, info: DataSetInfo
+    data_dir: Path, progress: ost.Progress, settings: TrainSettings, info: DataSetInfo, total: int
 ) -> Path:
     """The finished run's final .cat; rebuilt from the .ost if it was deleted or is damaged."""
     from ccat_tf.model import Model, read_info
     from ccat_tf.models import build_model
 
-    total = info.total_steps
     path = data_dir / f"{progress.run_name}.step{total:07d}.cat"
     if path.exists():
         try:
@@ -722,14 +983,16 @@ def _final_cat_from_progress(
             import warnings
 
             warnings.warn(f"{err}; rebuilding it from {progress.path}", stacklevel=2)
+    arch = architecture_of(progress)
     n_in, n_out = len(info.input_channels), len(info.output_channels)
-    net = build_model(n_in, n_out, settings.model_size, residual=info.residual)
+    net = build_model(n_in, n_out, arch, residual=info.residual)
     net.set_weights(progress.weights)
-    plan = crop_plan(settings, info, total)
+    plan = crop_plan(settings, info, total, arch)
     meta = model_info(
         settings,
         info,
         plan,
+        arch,
         run_name=progress.run_name,
         step=total,
         total=total,

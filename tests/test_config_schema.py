@@ -85,7 +85,7 @@ def test_every_default_can_be_overridden_by_a_shot_with_the_same_type():
 def test_defaults_are_filled_but_shots_keep_only_their_own_keys():
     config = {"shots": {"a": {"input": "a.####.exr", "ground_truth": "b.####.exr", "frames": 1}}}
     filled = snakemake_validate(config)
-    assert filled["defaults"]["model_size"] == "medium"
+    assert filled["defaults"]["model_size"] == "auto"
     assert filled["defaults"]["tile_size"] == "auto"
     assert filled["infer_chunk_size"] == 24
     assert filled["train_gpus"] == 1
@@ -171,7 +171,7 @@ def demo_shot(**overrides) -> dict:
         ),
         (
             {"defaults": {"model_size": "huge"}, "shots": {"shotA": demo_shot()}},
-            "config: defaults.model_size: 'huge' is not one of ['small', 'medium', 'large']",
+            "config: defaults.model_size: 'huge' is not one of ['auto', 'small', 'medium', 'large']",
         ),
         (
             {"shots": {"shotA": demo_shot(batch_size="big")}},

@@ -1,0 +1,73 @@
+"""The learning-rate schedule: a short linear warm-up, then a cosine decay to the planned end.
+
+A constant rate (CopyCat's, and this project's before) either moves too little early or keeps
+kicking the weights late: long mattes trained at 1e-3 collapsed to a constant after ~2500 steps.
+Warm-up keeps the first Adam steps (whose moment estimates are still noisy) from wrecking the
+initial weights (pretrained, or the colour fit the network starts from); the decay lets the last
+part of a run settle. The rate is a pure function of the optimizer's step count, the run's total
+and a *gentleness* factor, so a resumed run continues on exactly the same curve; the total and
+the factor are variables, so a time-limited run can re-plan its end and a rollback
+(:mod:`ccat_tf.guard`) can continue more gently without retracing the training step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+#: Fraction of the run spent warming up, and its bounds in steps.
+WARMUP_SHARE = 0.02
+WARMUP_MIN, WARMUP_MAX = 10, 500
+#: The rate at the planned end, as a fraction of the base rate.
+FINAL_SHARE = 0.05
+#: The rate a warm-up starts from, as a fraction of the base rate.
+WARMUP_START = 0.1
+
+
+def warmup_steps(total: int) -> int:
+    return int(min(WARMUP_MAX, max(WARMUP_MIN, round(total * WARMUP_SHARE)), max(1, total // 4)))
+
+
+def rate_at(step: float, base: float, total: int, scale: float = 1.0) -> float:
+    """The rate at optimizer step ``step`` (numpy/Python form of :class:`WarmupCosine`)."""
+    warm = warmup_steps(total)
+    if step < warm:
+        f = WARMUP_START + (1.0 - WARMUP_START) * step / warm
+    else:
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        f = FINAL_SHARE + (1.0 - FINAL_SHARE) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return base * scale * f
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """``base`` x ``scale`` x (linear warm-up over :func:`warmup_steps`, then cosine to
+    :data:`FINAL_SHARE` at ``total``); constant at the final rate past ``total``."""
+
+    def __init__(self, base: float, total: int, scale: float = 1.0):
+        import tensorflow as tf
+
+        self.base = float(base)
+        self.total = tf.Variable(int(total), trainable=False, dtype=tf.int64, name="lr_total")
+        self.scale = tf.Variable(float(scale), trainable=False, dtype=tf.float32, name="lr_scale")
+
+    def set_total(self, total: int) -> None:
+        self.total.assign(int(total))
+
+    def __call__(self, step):
+        import tensorflow as tf
+
+        step = tf.cast(step, tf.float32)
+        total = tf.cast(self.total, tf.float32)
+        warm = tf.minimum(
+            tf.minimum(float(WARMUP_MAX), tf.maximum(float(WARMUP_MIN), tf.round(total * WARMUP_SHARE))),
+            tf.maximum(1.0, tf.math.floordiv(total, 4.0)),
+        )
+        warm_f = WARMUP_START + (1.0 - WARMUP_START) * step / warm
+        t = tf.minimum(1.0, (step - warm) / tf.maximum(1.0, total - warm))
+        cos_f = FINAL_SHARE + (1.0 - FINAL_SHARE) * 0.5 * (1.0 + tf.cos(math.pi * t))
+        f = tf.where(step < warm, warm_f, cos_f)
+        return self.base * self.scale * f
+
+    def get_config(self) -> dict:
+        return {"base": self.base, "total": int(self.total.numpy()), "scale": float(self.scale.numpy())}

@@ -1,0 +1,193 @@
+"""Training for a time limit: measure the speed, choose the model size, plan the steps.
+
+With ``time_limit`` set, a new run (1) times a few real training steps of each multi-resolution
+stage (the same Keras ``fit`` and crops as the run, so the one trace of the step is shared),
+then restores the network and optimizer as they were; (2) with ``model_size: auto`` picks the
+largest preset that still trains :data:`AUTO_MIN_STEPS` steps in the time left (sizes it did not
+time are predicted from the convolutions' FLOPs), since at a fixed CPU time a small network
+trained for many steps beats a large one trained for few; (3) plans the total steps so that the
+stages (fractions of the steps) and the learning-rate decay end on time; and a
+:class:`Deadline` callback ends the run at the limit should the machine slow down, after which
+the final .cat is written as for any run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+#: Steps a preset must be able to train within the limit for ``auto`` to choose it (small is
+#: the fallback). At equal CPU time small (1305 steps) beat medium (240 steps) by 0.3-6 dB in
+#: issue 12's measurements; medium needs many steps to pay for its 5x cost per step.
+AUTO_MIN_STEPS = {"medium": 6000, "large": 12000}
+#: Timed steps per stage (after one untimed step, which traces the training step).
+TIMED_STEPS = 3
+#: Share of the time kept for what a run does besides steps (contact sheets, progress files,
+#: checkpoints) in the first plan; :class:`Replanner` then corrects the plan from the speed the
+#: run really has (overheads and machine load included).
+OVERHEAD_SHARE = 0.05
+#: How many times the plan is corrected during the first stage, at evenly spaced steps.
+REPLANS = 4
+#: A run's crops are made for up to this many times its first plan (a faster machine than
+#: measured may plan more steps; the run stops at its total whatever the crops could give).
+MAX_GROWTH = 4
+MIN_RESERVE_SECONDS = 3.0
+MIN_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Plan:
+    model_size: str
+    total: int
+    step_seconds: tuple[float, ...]  #: measured seconds per step of each stage
+    reason: str  #: the line that says what was chosen and why
+
+
+def measure(trainer, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tuple[float, ...]:
+    """Seconds per step in each stage of ``plan``'s scales, timed with ``trainer.fit``; the
+    network's weights and every optimizer variable are restored afterwards."""
+    from ccat_tf.dataset import make_tf_dataset
+
+    steps = 1 + TIMED_STEPS
+    stages = len(set(plan.stage_scales))
+    bounds = tuple(min(i, stages - 1) * steps for i in range(3))
+    probe = replace(plan, stage_bounds=bounds)
+    weights = net.get_weights()
+    slots = [v.numpy() for v in optimizer.variables]
+    stamps = _Stamps()
+    ds = make_tf_dataset(cache, probe, 0, steps * stages, in_ch, out_ch)
+    try:
+        trainer.fit(
+            ds, epochs=1, steps_per_epoch=steps * stages, verbose=0, callbacks=[stamps], shuffle=False
+        )
+    finally:
+        net.set_weights(weights)
+        for var, value in zip(optimizer.variables, slots, strict=True):
+            var.assign(value)
+    times = np.diff(np.array(stamps.times))
+    out = []
+    for s in range(stages):
+        chunk = times[s * steps : (s + 1) * steps - 1]  # step s*steps+1 .. : drops each stage's first
+        out.append(float(np.median(chunk)) if len(chunk) else float(times.mean()))
+    return tuple(out)
+
+
+class _Stamps:
+    """A Keras callback recording when each step ended."""
+
+    def __new__(cls):
+        import keras
+
+        class Stamps(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times: list[float] = []
+
+            def on_train_begin(self, logs=None):
+                self.times.append(time.perf_counter())
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.times.append(time.perf_counter())
+
+        return Stamps()
+
+
+def steps_for(
+    seconds: float, step_seconds: tuple[float, ...], shares: tuple[float, ...], done: int = 0
+) -> int:
+    """Total steps T such that the steps from ``done`` (still in the first stage) to T fit in
+    ``seconds``, stage ``i`` taking ``shares[i]`` of the T steps at ``step_seconds[i]`` each:
+    ``T * sum(share * t) - done * t0 = seconds``."""
+    per_step = sum(s * t for s, t in zip(shares, step_seconds, strict=False))
+    total = (seconds + done * step_seconds[0]) / max(per_step, 1e-6)
+    return max(MIN_STEPS, done + 1, int(total))
+
+
+def stage_shares(multi_resolution: bool) -> tuple[float, ...]:
+    from ccat_tf.dataset import STAGE_SHARES
+
+    return tuple(STAGE_SHARES) if multi_resolution else (1.0,)
+
+
+def choose_size(
+    measured_size: str,
+    step_seconds: tuple[float, ...],
+    seconds: float,
+    shares: tuple[float, ...],
+    crops: tuple[int, ...],
+    channels: tuple[int, int],
+) -> tuple[str, str]:
+    """``(size, why)`` for ``model_size: auto`` from the speed measured with ``measured_size``."""
+    from ccat_tf.models import PRESETS
+
+    small_steps = steps_for(seconds, step_seconds, shares)
+    best, why = measured_size, f"{measured_size} would train {small_steps} steps"
+    for size in ("medium", "large"):
+        ratio = [flops(size, c, channels) / flops(measured_size, c, channels) for c in crops]
+        predicted = tuple(t * r for t, r in zip(step_seconds, ratio, strict=True))
+        n = steps_for(seconds, predicted, shares)
+        if n >= AUTO_MIN_STEPS[size]:
+            best, why = size, f"{size} would train {n} steps (>= {AUTO_MIN_STEPS[size]})"
+        else:
+            why += f"; {size} only ~{n} (< {AUTO_MIN_STEPS[size]})"
+            break
+    assert best in PRESETS
+    return best, why
+
+
+def flops(size: str, crop: int, channels: tuple[int, int]) -> float:
+    from ccat_tf.models import build_model, forward_flops
+
+    return float(forward_flops(build_model(channels[0], channels[1], size), crop, crop))
+
+
+class Replanner:
+    """A Keras callback that corrects a time-limited run's plan while it is in its first stage:
+    ``REPLANS`` times it compares the seconds per step the run really takes (overheads, load)
+    with the measured ones and calls ``replan(step, ratio)``; at every step it stops training
+    once ``total()`` steps are done (the data set is made longer than the plan)."""
+
+    def __new__(cls, first_step: int, total, in_first_stage, replan):
+        import keras
+
+        class ReplanCallback(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.every = max(5, (total() - first_step) // (4 * (REPLANS + 1)))
+                self.t0 = None
+
+            def on_train_batch_end(self, batch, logs=None):
+                step = first_step + batch + 1
+                now = time.monotonic()
+                if self.t0 is None:  # the first step includes the data pipeline's start
+                    self.t0, self.s0 = now, step
+                elif in_first_stage(step) and (step - self.s0) % self.every == 0:
+                    replan(step, (now - self.t0) / (step - self.s0))
+                if step >= total():
+                    self.model.stop_training = True
+
+        return ReplanCallback()
+
+
+class Deadline:
+    """A Keras callback that stops training once ``deadline`` (time.monotonic) has passed and
+    records ``stop_reason = "time"`` in the run's context."""
+
+    def __new__(cls, ctx, deadline: float):
+        import keras
+
+        class DeadlineCallback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if time.monotonic() >= deadline and ctx.stop_reason is None:
+                    ctx.stop_reason = "time"
+                    ctx.stop_detail = "the time limit was reached"
+                    self.model.stop_training = True
+
+        return DeadlineCallback()
+
+
+def reserve_seconds(limit_seconds: float) -> float:
+    """Seconds kept at the end of the limit for the final checkpoint."""
+    return max(MIN_RESERVE_SECONDS, 0.02 * limit_seconds)

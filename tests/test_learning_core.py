@@ -1,0 +1,209 @@
+"""Issue 12's learning core on tiny shots: the time limit, position awareness, the colour branch
+and its least-squares start, the learning-rate schedule, and old pretrained weights in the new
+network."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import tiny_settings, write_png
+
+import ccat_tf
+from ccat_tf import colour_fit, schedule, state
+from ccat_tf.model import open_model, read_info
+from ccat_tf.models import Architecture, build_model, colour_features, coordinate_channels
+
+
+def vignette(h: int, w: int) -> np.ndarray:
+    """A strong radial falloff: 1 in the centre, 0.35 in the corners."""
+    r2 = coordinate_channels(h, w)[..., 2]
+    return (1.0 - 0.65 * r2 / 2.0)[..., None].astype(np.float32)
+
+
+@pytest.fixture
+def vignette_shot(tmp_path):
+    """6 frames of 96x64 smooth colour under a vignette the input does not have: the fix is
+    only a function of the pixel's place in the frame."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gt").mkdir()
+    h, w = 64, 96
+    for f in range(1, 7):
+        base = rng.uniform(0.3, 0.9, size=(4, 6, 3))
+        x = np.kron(base, np.ones((16, 16, 1)))  # flat patches: colour says nothing of place
+        write_png(tmp_path / "in" / f"v.{f:04d}.png", x, bits=16)
+        write_png(tmp_path / "gt" / f"v.{f:04d}.png", x * vignette(h, w), bits=16)
+    return {
+        "input": str(tmp_path / "in" / "v.####.png"),
+        "ground_truth": str(tmp_path / "gt" / "v.####.png"),
+        "frames": "1-4",
+        "root": tmp_path,
+    }
+
+
+def ring_and_centre_error(model, shot) -> tuple[float, float]:
+    from ccat_tf import imageio
+
+    x = imageio.read_image(shot["input"].replace("####", "0006"), ("R", "G", "B"))
+    y = imageio.read_image(shot["ground_truth"].replace("####", "0006"), ("R", "G", "B"))
+    err = (model.predict(x) - y) ** 2
+    r = np.sqrt(coordinate_channels(*x.shape[:2])[..., 2] / 2.0)
+    ring, centre = err[r > 0.85].mean(), err[r < 0.4].mean()
+    return float(np.sqrt(ring)), float(np.sqrt(centre))
+
+
+def test_a_vignette_is_learnt_only_with_position_awareness(vignette_shot, tmp_path):
+    errors = {}
+    for aware in (True, False):
+        cat = ccat_tf.train(
+            tiny_settings(
+                vignette_shot,
+                tmp_path / f"dd_{aware}",
+                position_aware=aware,
+                epochs=10,
+                crop_size=32,
+            ),
+            progress_bar=False,
+        )
+        model = open_model(cat)
+        assert model.info.position is aware
+        errors[aware] = ring_and_centre_error(model, vignette_shot)
+    ring, centre = errors[True]
+    assert ring < 0.03 and centre < 0.03, errors
+    ring_blind, _ = errors[False]
+    assert ring_blind > 3 * ring, errors  # without coordinates the corners stay wrong
+
+
+def test_a_time_limited_run_ends_on_time_with_a_complete_cat(tiny_dataset, tmp_path):
+    limit_min = 0.4
+    t = time.monotonic()
+    cat = ccat_tf.train(
+        tiny_settings(
+            tiny_dataset,
+            tmp_path / "dd",
+            time_limit=limit_min,
+            model_size="auto",
+            epochs=1_000_000,  # ignored: the limit sets the length
+            checkpoint_interval=1000,
+            contact_sheet_interval=100,
+        ),
+        progress_bar=False,
+    )
+    took = time.monotonic() - t
+    assert took <= limit_min * 60 + 5, took
+    info = read_info(cat)
+    assert info.step == info.total_steps and info.step >= 10
+    assert info.model_size == "small"  # auto on 24 s of CPU
+    assert cat.name == f"run1.step{info.step:07d}.cat"
+    progress = state.load_latest_progress(tmp_path / "dd")
+    assert progress.step == progress.total_steps == info.step
+    # Run again: finished, nothing to do, the same file.
+    again = ccat_tf.train(
+        tiny_settings(tiny_dataset, tmp_path / "dd", time_limit=limit_min, model_size="auto",
+                      epochs=1_000_000, checkpoint_interval=1000, contact_sheet_interval=100),
+        progress_bar=False,
+    )
+    assert again == cat
+
+
+def test_the_colour_branch_starts_at_the_least_squares_fit(tiny_dataset, tmp_path):
+    """Step 0 of a new run is the global colour fit: a pure colour grade is nearly solved before
+    any training step (the tiny shot's fix is a grade)."""
+    from ccat_tf import imageio
+
+    x = imageio.read_image(tiny_dataset["input"].replace("####", "0005"), ("R", "G", "B"))
+    y = imageio.read_image(tiny_dataset["ground_truth"].replace("####", "0005"), ("R", "G", "B"))
+    stop = _StopAfter(1)
+    cat = ccat_tf.train(
+        tiny_settings(tiny_dataset, tmp_path / "dd", epochs=1, learning_rate=1e-9),
+        callbacks=[stop],
+        progress_bar=False,
+    )
+    out = open_model(cat).predict(x)
+    identity_rms = float(np.sqrt(np.mean((x - y) ** 2)))
+    rms = float(np.sqrt(np.mean((out - y) ** 2)))
+    assert rms < 0.25 * identity_rms, (rms, identity_rms)
+
+
+class _StopAfter:
+    def __new__(cls, steps):
+        import keras
+
+        class Stop(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch + 1 >= steps:
+                    self.model.stop_training = True
+
+        return Stop()
+
+
+def test_least_squares_fit_recovers_a_polynomial_grade():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(5000, 3)).astype(np.float32)
+    coef = rng.normal(size=(9, 3)).astype(np.float32)
+    y = colour_features(x) @ coef + 0.1
+    kernel, bias = colour_fit.fit(x, y)
+    assert np.abs(colour_features(x) @ kernel + bias - y).max() < 0.02 * y.std()  # ridge: tiny bias
+
+
+def test_coordinates_of_a_crop_are_those_of_the_same_pixels_in_the_frame():
+    frame = coordinate_channels(40, 60)
+    crop = coordinate_channels(16, 8, frame_hw=(40, 60), origin=(10, 30))
+    assert np.allclose(crop, frame[10:26, 30:38])
+    # Half resolution: the same place in the frame has (nearly) the same coordinates.
+    half = coordinate_channels(20, 30)
+    assert np.allclose(half[5, 15, :2], frame[10:12, 30:32, :2].mean(axis=(0, 1)), atol=1e-6)
+
+
+def test_tiled_prediction_equals_whole_frame_prediction_with_coordinates(tmp_path):
+    from ccat_tf.model import Model, TileSettings
+    from ccat_tf.model_info import ModelInfo
+
+    net = build_model(3, 3, Architecture("small", position=True, colour=True))
+    info = ModelInfo(
+        input_channels=("R", "G", "B"),
+        output_channels=("R", "G", "B"),
+        input_transform=("linear",) * 3,
+        output_transform=("linear",) * 3,
+        divisor=8,
+        residual=True,
+        model_size="small",
+        position=True,
+        colour=True,
+    )
+    x = np.random.default_rng(1).uniform(0, 1, (300, 420, 3)).astype(np.float32)
+    whole = Model(net, info, tiles=TileSettings(tile_size=1024)).predict(x)
+    tiled_model = Model(net, info, tiles=TileSettings(tile_size=256))
+    tiled = tiled_model.predict(x)
+    assert tiled_model.plan_for(300, 420).tiled
+    assert np.allclose(whole, tiled, atol=1e-5)
+    cat = Model(net, info).save(tmp_path / "m.cat")
+    again = open_model(cat)
+    assert again.info.position and again.info.colour
+    assert np.allclose(again.predict(x), whole, atol=1e-5)
+
+
+def test_the_schedule_warms_up_then_decays_to_the_planned_end():
+    s = schedule.WarmupCosine(1e-3, 1000)
+    rates = [float(s(step)) for step in (0, 10, 20, 500, 1000, 2000)]
+    assert rates[0] == pytest.approx(1e-4)
+    assert rates[2] == pytest.approx(1e-3)  # 2% of 1000 steps warm up
+    assert rates[1] < rates[2] and rates[3] < rates[2]
+    assert rates[4] == pytest.approx(5e-5) and rates[5] == pytest.approx(5e-5)
+    for step in (0, 7, 20, 333, 999):
+        assert float(s(step)) == pytest.approx(schedule.rate_at(step, 1e-3, 1000), rel=1e-5)
+    s.scale.assign(0.5)
+    assert float(s(20)) == pytest.approx(5e-4)
+
+
+def test_old_pretrained_weights_load_into_the_position_aware_network(tiny_dataset, tmp_path):
+    """The shipped weights were trained without coordinates or colour branch: they load (the
+    coordinates start unused) and the network starts computing what it computed, plus the fit."""
+    cat = ccat_tf.train(
+        tiny_settings(tiny_dataset, tmp_path / "dd", initial_weights="deblur", epochs=1),
+        progress_bar=False,
+    )
+    info = read_info(cat)
+    assert info.position and info.colour
