@@ -62,11 +62,52 @@ class RunContext:
     preview_frames: list[tuple[int, np.ndarray]] = field(default_factory=list)  # as read
     model: Model | None = None  # the network's recipe: previews, validation, contact sheets
     writer: Any = None  # tf.summary writer (summary.open_writer)
+    schedule: Any = None  # schedule.WarmupCosine, the optimizer's learning rate (its scale)
+    guard: Any = None  # the guard.DivergenceGuard of this fit, once made
+    # ---- kept across a resume (persistent_state) ----
+    lr_scale: float = 1.0  # the schedule's gentleness: x0.5 at each rollback
+    rollbacks: int = 0  # rollbacks so far, in this training and those it resumed
+    best_val_psnr: float | None = None  # the best checkpoint's (<run>.best.cat)
+    best_step: int | None = None
+    loss_watch: dict = field(default_factory=dict)  # guard.LossWatch.to_dict of a resumed run
+    saved_state: dict | None = None  # persistent_state() as the last progress file has it
 
     @property
     def summary_folder(self) -> Path:
         """The run's folder of TensorBoard event files."""
         return self.data_directory / self.run_name
+
+    def persistent_state(self) -> dict:
+        """What must survive a resume (JSON): the progress file keeps it as ``extra``."""
+        watch = self.guard.watch.to_dict() if self.guard is not None else dict(self.loss_watch)
+        best = self.best_val_psnr
+        return {
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "best_val_psnr": best if best is not None and math.isfinite(best) else None,
+            "best_step": self.best_step if best is not None and math.isfinite(best) else None,
+            "loss_watch": watch,
+        }
+
+    def restore_persistent_state(self, state: dict) -> None:
+        """Continue from :meth:`persistent_state`'s dict (read from a progress file: a value
+        of the wrong kind keeps its default)."""
+        state = state if isinstance(state, dict) else {}
+        scale = state.get("lr_scale")
+        if type(scale) in (int, float) and 0 < scale <= 1:
+            self.lr_scale = float(scale)
+        count = state.get("rollbacks")
+        if type(count) is int and count >= 0:
+            self.rollbacks = count
+        best, step = state.get("best_val_psnr"), state.get("best_step")
+        if type(best) in (int, float) and math.isfinite(best) and type(step) is int:
+            self.best_val_psnr, self.best_step = float(best), step
+        if isinstance(state.get("loss_watch"), dict):
+            self.loss_watch = dict(state["loss_watch"])
+            if self.guard is not None:
+                self.guard.watch.load(self.loss_watch)
+        if self.schedule is not None:
+            self.schedule.scale.assign(self.lr_scale)
 
 
 class StepCallback(keras.callbacks.Callback):
@@ -154,15 +195,24 @@ class DataDirectoryWriter(StepCallback):
             self.progress(step)
 
     def progress(self, step: int) -> None:
-        if self.ctx.last_progress_step != step:
-            self.ctx.saver.save_progress(step)
-            self.ctx.last_progress_step = step
+        ctx = self.ctx
+        # Again at the same step only if what it keeps besides the weights changed (a best
+        # checkpoint or a rollback at the final step, after the step's own save).
+        kept = ctx.persistent_state()
+        if ctx.last_progress_step != step or kept != ctx.saved_state:
+            ctx.saver.save_progress(step)
+            ctx.last_progress_step, ctx.saved_state = step, kept
 
     def checkpoint(self, step: int) -> Path:
         from ccat_tf.hooks import call_hooks
 
         ctx = self.ctx
         self.validate(step)
+        if ctx.guard is not None and ctx.guard.check_validation(step):
+            self.validate(step)  # the network it rolled back to
+        # Before the step checkpoint, so that one is the newer file of the two (a Data Directory
+        # without latest.json takes its newest .cat).
+        self.best_checkpoint(step)
         path = ctx.saver.save_model(ctx.data_directory / f"{ctx.run_name}.step{step:07d}.cat", step)
         ctx.last_checkpoint = path
         self.progress(step)
@@ -181,6 +231,21 @@ class DataDirectoryWriter(StepCallback):
             data_directory=str(ctx.data_directory),
             run_name=ctx.run_name,
         )
+        return path
+
+    def best_checkpoint(self, step: int) -> Path | None:
+        """``<run>.best.cat`` when this checkpoint's validation PSNR is the best so far."""
+        from ccat_tf import runs
+
+        ctx = self.ctx
+        val = ctx.val_psnr
+        if val is None or math.isnan(val):
+            return None
+        if ctx.best_val_psnr is not None and val <= ctx.best_val_psnr:
+            return None
+        path = ctx.saver.save_model(best_checkpoint_path(ctx.data_directory, ctx.run_name), step)
+        ctx.best_val_psnr, ctx.best_step = val, step
+        runs.update_run(ctx.data_directory, ctx.run_id, best_step=step, best_val_psnr=val)
         return path
 
     # --- images ---------------------------------------------------------------------------
@@ -335,9 +400,24 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def best_checkpoint_path(data_directory: Path, run_name: str) -> Path:
+    """The run's best checkpoint (highest validation PSNR): ``<run>.best.cat``."""
+    from ccat_tf.runs import BEST_SUFFIX
+
+    return Path(data_directory) / f"{run_name}{BEST_SUFFIX}"
+
+
 def standard_callbacks(ctx: RunContext, *, progress_bar: bool = True) -> tuple[list, SignalStop]:
+    from ccat_tf.guard import DivergenceGuard
+
     stopper = SignalStop(ctx)
-    cbs: list = [NonFiniteGuard(ctx), stopper, SummaryLogger(ctx), DataDirectoryWriter(ctx)]
+    cbs: list = [
+        NonFiniteGuard(ctx),
+        DivergenceGuard(ctx),
+        stopper,
+        SummaryLogger(ctx),
+        DataDirectoryWriter(ctx),
+    ]
     if progress_bar:
         cbs.append(ProgressBar(ctx))
     return cbs, stopper
@@ -351,4 +431,5 @@ __all__ = [
     "SummaryLogger",
     "ProgressBar",
     "standard_callbacks",
+    "best_checkpoint_path",
 ]

@@ -5,14 +5,21 @@ Every training (a new run, or a resume of an interrupted one) has an entry::
     {"runs": [{"id": 1, "name": "run1", "started": ISO, "ended": ISO | null,
                "status": "running|finished|interrupted|failed", "settings": {...},
                "first_step": int, "last_step": int, "last_loss": float | null,
-               "total_steps": int}]}
+               "total_steps": int, "best_step": int | null, "best_val_psnr": float | null,
+               "rollbacks": [{"step": int, "to_step": int | null, "reason": str,
+                              "lr_scale": float}]}]}
+
+``best_step``/``best_val_psnr`` name the run's best checkpoint, ``<run>.best.cat`` (the highest
+validation PSNR, when validation frames are set); ``rollbacks`` the divergences the training
+rolled back from (:mod:`ccat_tf.guard`). Older tables lack them: they read as none.
 
 The file is rewritten atomically on every change. :func:`start_run` and :func:`update_run` are
 called by the training process, which already holds the Data Directory's lock; :func:`rename_run`
 takes the lock itself, so it refuses to rename while a training runs.
 
-A run's files are named after it: ``<run>.step0001000.cat``, ``<run>.contact.step0000100.png``,
-``<run>.preview.step0001000.png``, ``<run>.progress.ost`` and the summary folder ``<run>/``.
+A run's files are named after it: ``<run>.step0001000.cat``, ``<run>.best.cat``,
+``<run>.contact.step0000100.png``, ``<run>.preview.step0001000.png``, ``<run>.progress.ost`` and
+the summary folder ``<run>/``.
 Renaming a run renames all of them, as renaming a run in CopyCat's run table does.
 """
 
@@ -52,6 +59,9 @@ FIELDS = (
     "last_step",
     "last_loss",
     "total_steps",
+    "best_step",
+    "best_val_psnr",
+    "rollbacks",
 )
 # A run name becomes part of file names, so: a letter or digit first, then letters, digits, _ - .
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -125,7 +135,7 @@ def _entry_problem(run: dict) -> str | None:
         check_run_name(run["name"])
     except SettingsError:
         return f"name {_shown(run['name'])} is not a run name (1-64 letters, digits, _ - .)"
-    for key in ("first_step", "last_step", "total_steps"):
+    for key in ("first_step", "last_step", "total_steps", "best_step"):
         value = run.get(key)
         if value is not None and (type(value) is not int or not 0 <= value <= _MAX_COUNT):
             return f"{key} is {_shown(value)}, not a whole number (0 or more)"
@@ -134,9 +144,17 @@ def _entry_problem(run: dict) -> str | None:
             return f"{key} is {_shown(run[key])}, not text"
     if run.get("settings") is not None and not isinstance(run["settings"], dict):
         return f"settings is {_shown(run['settings'])}, not a mapping"
-    loss = run.get("last_loss")
-    if loss is not None and (type(loss) not in (int, float) or _finite_or_none(loss) is None):
-        return f"last_loss is {_shown(loss)}, not a finite number or null"
+    for key in ("last_loss", "best_val_psnr"):
+        value = run.get(key)
+        if value is not None and (
+            type(value) not in (int, float) or _finite_or_none(value) is None
+        ):
+            return f"{key} is {_shown(value)}, not a finite number or null"
+    rollbacks = run.get("rollbacks")
+    if rollbacks is not None and not (
+        isinstance(rollbacks, list) and all(isinstance(r, dict) for r in rollbacks)
+    ):
+        return f"rollbacks is {_shown(rollbacks)}, not a list of records"
     return None
 
 
@@ -248,8 +266,9 @@ def update_run(data_directory: str | os.PathLike, run_id: int, **fields) -> dict
         raise TypeError(f"update_run cannot set {sorted(unknown)}")
     if "status" in fields and fields["status"] not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {fields['status']!r}")
-    if "last_loss" in fields:
-        fields["last_loss"] = _finite_or_none(fields["last_loss"])
+    for key in ("last_loss", "best_val_psnr"):
+        if key in fields:
+            fields[key] = _finite_or_none(fields[key])
     folder = Path(data_directory)
     runs = load_runs(folder)
     run = next((r for r in runs if int(r["id"]) == int(run_id)), None)
@@ -261,6 +280,42 @@ def update_run(data_directory: str | os.PathLike, run_id: int, **fields) -> dict
     run.update(fields)
     _save_runs(folder, runs)
     return dict(run)
+
+
+def add_rollback(data_directory: str | os.PathLike, run_id: int, record: dict) -> dict[str, Any]:
+    """Append ``record`` (``step``, ``to_step``, ``reason``, ``lr_scale``) to run ``run_id``'s
+    ``rollbacks``. Returns the updated entry."""
+    runs = load_runs(data_directory)
+    run = next((r for r in runs if int(r["id"]) == int(run_id)), None)
+    earlier = list(run.get("rollbacks") or []) if run is not None else []
+    return update_run(data_directory, run_id, rollbacks=[*earlier, dict(record)])
+
+
+BEST_SUFFIX = ".best.cat"  # callbacks.best_checkpoint_path names it
+
+
+def best_checkpoint(data_directory: str | os.PathLike) -> Path | None:
+    """The best checkpoint (``<run>.best.cat``) of the latest run that wrote one, or None.
+
+    The run table decides which run is latest (a resumed training that did not beat its best
+    has none of its own: the run before it holds the training's best); without a table, the
+    newest such file.
+    """
+    folder = Path(data_directory)
+    try:
+        names = [r["name"] for r in reversed(load_runs(folder))]
+    except DataDirectoryError:
+        names = []
+    for name in names:
+        path = folder / f"{name}{BEST_SUFFIX}"
+        if path.is_file():
+            return path
+    found = [
+        p
+        for p in folder.glob(f"*{BEST_SUFFIX}")
+        if p.is_file() and not p.name.startswith(TEMP_MARK)
+    ]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
 
 
 def _find_run(runs, key: str):
@@ -441,14 +496,28 @@ def _setting(run, key: str) -> str:
     return str(value)
 
 
+def _best(run) -> str:
+    """``31.42 dB @ 2000``: the run's best checkpoint (``<run>.best.cat``), or ``-``."""
+    psnr, step = _finite_or_none(run.get("best_val_psnr")), run.get("best_step")
+    return "-" if psnr is None else f"{psnr:.2f} dB @ {step}"
+
+
+def _rollbacks(run) -> str:
+    rollbacks = run.get("rollbacks")
+    return str(len(rollbacks)) if isinstance(rollbacks, list) else "0"
+
+
 def format_run_table(runs: list[dict[str, Any]]) -> str:
-    """A plain-text table of runs: name, status, started, steps, last loss and the key settings."""
+    """A plain-text table of runs: name, status, started, steps, last loss, the best checkpoint
+    (validation PSNR and step), rollbacks and the key settings."""
     header = (
         "name",
         "status",
         "started",
         "steps",
         "last loss",
+        "best val PSNR",
+        "rollbacks",
         "model_size",
         "batch_size",
         "crop_size",
@@ -463,6 +532,8 @@ def format_run_table(runs: list[dict[str, Any]]) -> str:
                 _short_time(r.get("started")),
                 f"{r.get('first_step', 0)}-{r.get('last_step', 0)} / {r.get('total_steps', '-')}",
                 "-" if loss is None else f"{loss:.6g}",
+                _best(r),
+                _rollbacks(r),
                 _setting(r, "model_size"),
                 _setting(r, "batch_size"),
                 _setting(r, "crop_size"),

@@ -80,6 +80,10 @@ def test_rename_moves_every_file_of_the_run(tmp_path):
     # An .ost holds the weights and Adam slots of the model its signature names.
     shapes = state.model_weight_shapes("small", 3, 3)
     rgb = {"input_channels": ["R", "G", "B"], "output_channels": ["R", "G", "B"]}
+    # Format 2 records the architecture, and Adam's one scalar is its step (the rate is a
+    # schedule); format 1 had the rate too.
+    format_2 = state.FORMAT >= 2
+    scalars = [np.zeros((), np.int64)] + ([] if format_2 else [np.zeros((), np.float32)])
     progress = state.Progress(
         step=10,
         total_steps=10,
@@ -90,8 +94,8 @@ def test_rename_moves_every_file_of_the_run(tmp_path):
         settings={},
         dataset={},
         weights=[np.zeros(s, np.float32) for s in shapes],
-        optimizer=[np.zeros((), np.int64), np.zeros((), np.float32)]
-        + [np.zeros(s, np.float32) for s in shapes for _ in (0, 1)],
+        optimizer=scalars + [np.zeros(s, np.float32) for s in shapes for _ in (0, 1)],
+        **({"architecture": {"model_size": "small"}} if format_2 else {}),
     )
     state.save_progress(dd, progress)
 
@@ -154,3 +158,45 @@ def test_table_and_cli(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["runs", str(tmp_path / "empty")]) == 0
     assert "no runs" in capsys.readouterr().out
+
+
+def test_best_checkpoint_and_rollbacks_in_the_table(tmp_path, capsys):
+    runs.start_run(tmp_path, SETTINGS, 0, 1000)
+    assert runs.best_checkpoint(tmp_path) is None
+    runs.update_run(tmp_path, 1, best_step=600, best_val_psnr=31.4159)
+    runs.add_rollback(tmp_path, 1, {"step": 700, "to_step": 650, "reason": "r", "lr_scale": 0.5})
+    runs.add_rollback(tmp_path, 1, {"step": 900, "to_step": 880, "reason": "r", "lr_scale": 0.25})
+    (run,) = runs.load_runs(tmp_path)
+    assert [r["step"] for r in run["rollbacks"]] == [700, 900]
+    header, _, row = runs.format_run_table([run]).splitlines()
+    assert "best val PSNR" in header and "rollbacks" in header
+    assert "31.42 dB @ 600" in row and "  2  " in row
+    runs.start_run(tmp_path, SETTINGS, 1000, 2000)  # an old-style entry: no best, no rollbacks
+    row = runs.format_run_table(runs.load_runs(tmp_path)).splitlines()[3]
+    assert "  -  " in row and "  0  " in row
+    assert main(["runs", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["best_step"] == 600
+    # The best checkpoint of the latest run that has one; a run rename takes it along.
+    (tmp_path / "run1.best.cat").write_text("best")
+    assert runs.best_checkpoint(tmp_path) == tmp_path / "run1.best.cat"
+    (tmp_path / "run2.best.cat").write_text("best")
+    assert runs.best_checkpoint(tmp_path) == tmp_path / "run2.best.cat"
+    runs.rename_run(tmp_path, "run1", "hero")
+    assert (tmp_path / "hero.best.cat").exists() and not (tmp_path / "run1.best.cat").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("best_step", -1),
+        ("best_step", 1.5),
+        ("best_val_psnr", "high"),
+        ("rollbacks", {"a": 1}),
+        ("rollbacks", [1, 2]),
+    ],
+)
+def test_bad_best_or_rollback_fields_are_damage(tmp_path, field, value):
+    entry = {"id": 1, "name": "run1", field: value}
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": [entry]}))
+    with pytest.raises(DataDirectoryError, match=f"run 1's {field} is"):
+        runs.load_runs(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ccat_tf.safe_text import visible
@@ -11,7 +12,12 @@ HELP = "show what a .cat expects and how it was trained"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", metavar="MODEL.cat", help="the trained model")
+    parser.add_argument(
+        "model",
+        metavar="MODEL.cat",
+        help="the trained model (or a Data Directory: its latest checkpoint, and which step its "
+        "best checkpoint is)",
+    )
     parser.add_argument("--json", action="store_true", help="print the details as JSON")
 
 
@@ -23,6 +29,7 @@ def describe(model_file: str) -> dict[str, Any]:
     """
     from ccat_tf import tiling
     from ccat_tf.model import open_model
+    from ccat_tf.runs import BEST_SUFFIX
 
     model = open_model(model_file)
     profile = model.profile
@@ -34,7 +41,45 @@ def describe(model_file: str) -> dict[str, Any]:
         auto_tile_overlap=tiling.default_blend(profile).overlap,
         network_divisor=profile.divisor,
     )
+    if str(model_file).endswith(BEST_SUFFIX):
+        info["best_checkpoint"] = True
+    elif Path(model_file).is_dir():
+        info["best_checkpoint"] = _best_of(Path(model_file))
     return info
+
+
+def _best_of(folder: Path) -> dict[str, Any] | None:
+    """The Data Directory's best checkpoint: its file, step and validation PSNR (None if it
+    has none, or it is damaged: the latest checkpoint was described all the same)."""
+    from ccat_tf.catfile import read_metadata
+    from ccat_tf.errors import CcatError
+    from ccat_tf.runs import best_checkpoint
+
+    path = best_checkpoint(folder)
+    if path is None:
+        return None
+    try:
+        meta = read_metadata(path)
+    except CcatError as err:
+        return {"file": str(path), "problem": str(err)}
+    return {"file": str(path), "step": meta.get("step"), "val_psnr": meta.get("val_psnr")}
+
+
+def _best_row(info: dict[str, Any]) -> tuple[str, str] | None:
+    best = info.get("best_checkpoint")
+    what = "best checkpoint (highest validation PSNR) at step"
+    if best is True:  # this file is one
+        return "checkpoint", f"{what} {info.get('step', '?')}"
+    if isinstance(best, dict):
+        name = Path(str(best.get("file"))).name
+        if best.get("problem"):
+            return "best checkpoint", f"{name}: {best['problem']}"
+        psnr = best.get("val_psnr")
+        db = f", {psnr:.2f} dB" if isinstance(psnr, int | float) else ""
+        return "best checkpoint", f"{name}: {what} {best.get('step', '?')}{db}"
+    if "best_checkpoint" in info:  # a Data Directory without one
+        return "best checkpoint", "- (none: no validation frames, or no checkpoint yet)"
+    return None
 
 
 def _as_list(value) -> list:
@@ -104,6 +149,9 @@ def format_info(info: dict[str, Any]) -> str:
         ),
         ("run", str(info.get("run_name", "?"))),
     ]
+    best = _best_row(info)
+    if best is not None:  # after "trained"
+        rows.insert([k for k, _ in rows].index("trained") + 1, best)
     width = max(len(k) for k, _ in rows)
     # Every value may come from the file: control characters are shown escaped, one row a line.
     return "\n".join(f"{k:<{width}}  {visible(v)}" for k, v in rows)
