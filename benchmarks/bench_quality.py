@@ -557,8 +557,13 @@ def run_ccat(seqs, size, seconds, cal, work, inputs_eval) -> tuple[list, dict]:
     return preds, info
 
 
+#: ``--set KEY=VALUE`` settings for the ``ccat`` method (to measure a candidate default).
+CCAT_SETTINGS: dict = {}
+
+
 def run_ccat_now(seqs: Sequences, seconds: float, work: Path, inputs_eval) -> tuple[list, dict]:
-    """The ``ccat`` method: the project as a new user runs it, with only a time limit set."""
+    """The ``ccat`` method: the project as a new user runs it, with only a time limit set (and
+    any ``--set`` settings, recorded in the result file)."""
     import ccat_tf
     from ccat_tf.model import open_model, read_info
 
@@ -573,6 +578,7 @@ def run_ccat_now(seqs: Sequences, seconds: float, work: Path, inputs_eval) -> tu
             time_limit=seconds / 60,
             batch_size=BATCH,
             validation_frames="",
+            **CCAT_SETTINGS,
         ),
         progress_bar=False,
     )
@@ -758,6 +764,7 @@ def run(
         work = Path(workdir or tmp)
         result = {
             "seconds": seconds,
+            "ccat_settings": dict(CCAT_SETTINGS),
             "methods": list(methods),
             "sizes": list(sizes),
             "scale": scale,
@@ -944,7 +951,19 @@ def main(argv=None) -> None:
         "--quick", action="store_true", help="10 s, grade_vig + deblur, 1/4-size bikes"
     )
     parser.add_argument("--table", metavar="JSON", help="print the table of an earlier result file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting for the ccat method (repeatable), to measure a candidate default",
+    )
     args = parser.parse_args(argv)
+    import yaml
+
+    for item in args.set:
+        key, _, value = item.partition("=")
+        CCAT_SETTINGS[key] = yaml.safe_load(value)
     if args.table:
         print(markdown(json.loads(Path(args.table).read_text())))
         return

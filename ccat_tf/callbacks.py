@@ -259,10 +259,11 @@ class DataDirectoryWriter(StepCallback):
         # Training crops are already encoded and divisor-sized: the network step of the recipe.
         outputs = ctx.model.network_output(inputs)
         rows = []
+        n_img = len(ctx.info.input_channels)  # crops of a position-aware run carry coordinates
         for (x, y), out in zip(crops, outputs, strict=True):
             rows.append(
                 (
-                    to_display(x, ctx.info.input_transform),
+                    to_display(x[..., :n_img], ctx.info.input_transform),
                     to_display(y, ctx.info.output_transform),
                     to_display(out, ctx.info.output_transform),
                 )

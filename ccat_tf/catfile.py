@@ -438,7 +438,11 @@ def latest_good_checkpoint(data_directory: str | os.PathLike) -> Path:
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no pointer (or a damaged one): the files themselves decide
     on_disk = [p for p in folder.glob("*.cat") if not p.name.startswith(TEMP_MARK)]
-    on_disk.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    # A run's best checkpoint (<run>.best.cat) is a fallback after every step checkpoint.
+    on_disk.sort(
+        key=lambda p: (not p.name.endswith(".best.cat"), p.stat().st_mtime_ns, p.name),
+        reverse=True,
+    )
     candidates += [p for p in on_disk if p not in candidates]
     bad = 0
     for path in candidates:

@@ -23,8 +23,20 @@ from pathlib import Path
 from ccat_tf.atomic import TEMP_MARK, atomic_path, error_from_text
 from ccat_tf.errors import DataDirectoryError
 
-COLUMNS = ["run", "step", "wall_time", "loss", "val_psnr", "stage_scale", "steps_per_second"]
-TAGS = ("loss", "val_psnr", "stage_scale", "steps_per_second")
+COLUMNS = [
+    "run",
+    "step",
+    "wall_time",
+    "loss",
+    "val_psnr",
+    "stage_scale",
+    "steps_per_second",
+    "rollback",
+    "lr_scale",
+]
+#: ``rollback`` (1 where ccat_tf.guard restored an earlier state) and ``lr_scale`` (the
+#: learning rate's gentleness factor after it) appear only at the steps of a rollback.
+TAGS = ("loss", "val_psnr", "stage_scale", "steps_per_second", "rollback", "lr_scale")
 SUFFIX = ".summary"
 _DT_FLOAT, _DT_DOUBLE = 1, 2  # tensorflow.core.framework.types_pb2 DataType values
 

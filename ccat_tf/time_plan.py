@@ -23,7 +23,7 @@ import numpy as np
 #: issue 12's measurements; medium needs many steps to pay for its 5x cost per step.
 AUTO_MIN_STEPS = {"medium": 6000, "large": 12000}
 #: Timed steps per stage (after one untimed step, which traces the training step).
-TIMED_STEPS = 3
+TIMED_STEPS = 2
 #: Share of the time kept for what a run does besides steps (contact sheets, progress files,
 #: checkpoints) in the first plan; :class:`Replanner` then corrects the plan from the speed the
 #: run really has (overheads and machine load included).

@@ -333,7 +333,7 @@ CASES = [
         "unknown-model-size",
         "cli",
         lambda x: t(x, model_size="huge"),
-        r"model_size 'huge' is unknown; use one of small, medium, large",
+        r"model_size 'huge' is unknown; use one of auto, small, medium, large",
     ),
     Case(
         "unknown-initial-weights",
@@ -989,7 +989,7 @@ CASES = [
         "workflow-unknown-model-size",
         "workflow",
         lambda x: x.shot(model_size="huge"),
-        r"^config: shots\.shotA\.model_size: 'huge' is not one of \['small', 'medium', 'large'\]$",
+        r"^config: shots\.shotA\.model_size: 'huge' is not one of \['auto', 'small', 'medium', 'large'\]$",
     ),
     Case(
         "workflow-bad-frame-spec",

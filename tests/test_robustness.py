@@ -333,7 +333,8 @@ def hostile(path: Path, kind: str) -> None:
 
 HOSTILE_OST = [
     ("gzip-2GiB", "no Fletcher-32 checksum"),
-    ("2GiB-checksummed", "not 432 for this model"),
+    # The default network is position-aware: its first kernel is 3x3x(3+3)x16 = 864 values.
+    ("2GiB-checksummed", "not 864 for this model"),
     ("external-passwd", "reads its data from another file"),
     ("external-urandom", "reads its data from another file"),
     ("nan-without-fletcher32", "no Fletcher-32 checksum"),
@@ -341,8 +342,8 @@ HOSTILE_OST = [
     ("soft-link-loop", "weights/00000 is a link"),
     ("string-dataset", "holds |S10, not float32"),
     ("float64-dataset", "holds float64, not float32"),
-    ("wrong-shape", "not 432 for this model"),
-    ("wrong-recorded-shape", "records a shape other than"),
+    ("wrong-shape", "records a shape this model does not have"),
+    ("wrong-recorded-shape", "records a shape this model does not have"),
     ("no-stage", "stage is None"),
     ("step-text", "step is 'four'"),
     ("step-negative", "step is -100"),
@@ -414,13 +415,24 @@ def test_3_progress_file_that_is_not_a_regular_file_falls_back(interrupted, tmp_
 def test_3_progress_loader_knows_the_shapes_of_every_model(size):
     """The loader checks an .ost's arrays against model_weight_shapes, which must stay what
     build_model makes."""
-    from ccat_tf.models import build_model
+    from ccat_tf.models import Architecture, build_model
 
     for n_in, n_out in ((3, 3), (4, 1), (1, 7)):
         net = build_model(n_in, n_out, size)
         assert state.model_weight_shapes(size, n_in, n_out) == [
             tuple(w.shape) for w in net.get_weights()
         ]
+        # Position-aware and colour-branch networks: the same shapes, in Keras' own order.
+        for position, colour in ((True, True), (True, False), (False, True)):
+            arch = Architecture(size, position=position, colour=colour)
+            net = build_model(n_in, n_out, arch)
+            flags = dict(position=position, colour=colour, residual=n_in == n_out)
+            assert sorted(state.model_weight_shapes(size, n_in, n_out, **flags)) == sorted(
+                tuple(w.shape) for w in net.get_weights()
+            )
+            assert sorted(
+                state.model_weight_shapes(size, n_in, n_out, **flags, trainable_only=True)
+            ) == sorted(tuple(w.shape) for w in net.trainable_weights)
 
 
 def test_3_training_resumes_exactly_from_the_previous_progress(ds, straight, interrupted, tmp_path):

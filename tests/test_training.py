@@ -57,6 +57,7 @@ def test_loss_falls_and_output_approaches_ground_truth(tiny_dataset, tmp_path):
         checkpoint_interval=200,
         contact_sheet_interval=200,
         use_multi_resolution_training=False,
+        colour_branch=False,  # the U-Net alone (the colour branch would start at the fit)
     )
     model_file = ccat_tf.train(settings, progress_bar=False)
     df = read_summaries(dd)

@@ -278,7 +278,7 @@ def test_commands_rules_run(tmp_path):
     assert "--data-directory results/A/train --cache-file results/A/dataset_cache.h5" in train
     assert "--output results/A/model.cat" in train
     settings = json.loads(re.search(r"--settings-json '(\{.*?\})'", train).group(1))
-    assert settings["epochs"] == 7 and settings["model_size"] == "medium"
+    assert settings["epochs"] == 7 and settings["model_size"] == "auto"
     assert "tile_size" not in settings  # inference settings never reach training
     assert settings["checkpoint_interval"] == 1000  # no-retrain settings reach it too
     infer = next(line for line in out.splitlines() if "ccat_tf infer" in line)
@@ -373,7 +373,7 @@ def test_editing_a_training_setting_retrains_that_shot_only(finished_two_shots):
 def test_editing_model_size_in_defaults_retrains_every_shot_that_inherits_it(finished_two_shots):
     workdir, config = finished_two_shots
     config["defaults"] = {"model_size": "small"}
-    config["shots"]["B"]["model_size"] = "medium"  # B keeps its setting: untouched
+    config["shots"]["B"]["model_size"] = "auto"  # B keeps its setting: untouched
     plan = rerun_plan(workdir, config)
     # model_size is also checked by validate (divisor of the crop), so A revalidates
     assert {shot for _, shot in plan} == {"A", ""}

@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
         metavar="loss.csv",
         required=True,
         help="CSV to write (required): one row per run and step with the columns run, step, "
-        "wall_time, loss, val_psnr, stage_scale, steps_per_second (empty where not logged)",
+        "wall_time, loss, val_psnr, stage_scale, steps_per_second, rollback, lr_scale (empty "
+        "where not logged)",
     )
 
 
