@@ -66,11 +66,16 @@ def measure(trainer, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tu
         net.set_weights(weights)
         for var, value in zip(optimizer.variables, slots, strict=True):
             var.assign(value)
-    times = np.diff(np.array(stamps.times))
+    return stage_times(np.diff(np.array(stamps.times)), stages, steps)
+
+
+def stage_times(times, stages: int, steps: int) -> tuple[float, ...]:
+    """Median seconds per step of each stage from the ``steps`` step times of each, leaving
+    out each stage's first step (the trace of the training step, a new crop size's setup)."""
     out = []
     for s in range(stages):
-        chunk = times[s * steps : (s + 1) * steps - 1]  # step s*steps+1 .. : drops each stage's first
-        out.append(float(np.median(chunk)) if len(chunk) else float(times.mean()))
+        chunk = times[s * steps + 1 : (s + 1) * steps]
+        out.append(float(np.median(chunk)) if len(chunk) else float(np.mean(times)))
     return tuple(out)
 
 
@@ -145,8 +150,8 @@ def flops(size: str, crop: int, channels: tuple[int, int]) -> float:
 
 class Replanner:
     """A Keras callback that corrects a time-limited run's plan while it is in its first stage:
-    ``REPLANS`` times it compares the seconds per step the run really takes (overheads, load)
-    with the measured ones and calls ``replan(step, ratio)``; at every step it stops training
+    ``REPLANS`` times it passes the seconds per step the run really takes (overheads, load) to
+    ``replan(step, seconds_per_step)``; at every step it stops training
     once ``total()`` steps are done (the data set is made longer than the plan)."""
 
     def __new__(cls, first_step: int, total, in_first_stage, replan):

@@ -662,11 +662,14 @@ class TrainingRun:
 
     def _replan(self, step: int, seconds_per_step: float) -> None:
         """Re-plan the total from the speed the run really has (``seconds_per_step`` so far in
-        its first stage): stages, learning-rate decay and the run table follow."""
+        its first stage, overheads included): stages, learning-rate decay and the run table
+        follow."""
         from ccat_tf import time_plan
 
-        ratio = seconds_per_step / max(self.step_seconds[0], 1e-9)
-        predicted = tuple(t * ratio for t in self.step_seconds)
+        # What a step really costs beyond the measured one (contact sheets, progress files,
+        # summaries, a busier machine) is added to every stage's measured time.
+        extra = seconds_per_step - self.step_seconds[0]
+        predicted = tuple(max(t + extra, 0.2 * t) for t in self.step_seconds)
         shares = time_plan.stage_shares(self.settings.use_multi_resolution_training)
         left = (self.deadline - time.monotonic()) * (1 - time_plan.OVERHEAD_SHARE / 2)
         total = min(self.max_total, time_plan.steps_for(left, predicted, shares, done=step))

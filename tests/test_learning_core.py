@@ -207,3 +207,10 @@ def test_old_pretrained_weights_load_into_the_position_aware_network(tiny_datase
     )
     info = read_info(cat)
     assert info.position and info.colour
+
+
+def test_speed_measurement_leaves_out_each_stages_first_step():
+    from ccat_tf.time_plan import stage_times
+
+    times = [5.0, 0.3, 0.3, 2.0, 0.6, 0.6, 3.0, 1.7, 1.7]  # a trace, then two steps per stage
+    assert stage_times(times, 3, 3) == (0.3, 0.6, 1.7)
