@@ -219,7 +219,7 @@ class TrainSettings:
     )
     colour_branch: bool = setting(
         True,
-        "a global colour branch started at the least-squares fit of the training pairs",
+        "a global colour branch: the least-squares fit of the training pairs, added to the U-Net",
     )
     seed: int = setting(
         0, "seed of the crop and weight-initialisation random numbers", range=Range(0, 2**32 - 1)

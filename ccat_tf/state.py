@@ -164,7 +164,8 @@ def model_weight_shapes(
         n_pairs = colour_feature_count(n_total) - n_total
         if not trainable_only:
             shapes += [(1, 1, n_total, n_pairs)] * 2  # the fixed pair selections
-        shapes += [(1, 1, n_total + n_pairs, out_channels), (out_channels,)]
+        if not trainable_only:  # the colour layer itself is fixed at its least-squares fit
+            shapes += [(1, 1, n_total + n_pairs, out_channels), (out_channels,)]
     if position and residual and not trainable_only:
         shapes.append((1, 1, n_total, in_channels))  # the fixed image-channel selection
     return shapes
