@@ -226,7 +226,9 @@ class Model:
             # One trace for every tile and frame size: no retracing when sizes change.
             return tf.function(
                 lambda x: net(x, training=False),
-                input_signature=[tf.TensorSpec([None, None, None, network_inputs(self.info)], tf.float32)],
+                input_signature=[
+                    tf.TensorSpec([None, None, None, network_inputs(self.info)], tf.float32)
+                ],
             )
 
 

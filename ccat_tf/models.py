@@ -71,8 +71,12 @@ def sizing_preset(model_size: str) -> str:
     return "large" if model_size == "auto" else model_size
 
 
-def coordinate_channels(height: int, width: int, frame_hw: tuple[int, int] | None = None,
-                        origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+def coordinate_channels(
+    height: int,
+    width: int,
+    frame_hw: tuple[int, int] | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     """(height, width, 3) float32 u, v, r^2 of the pixels of a window of a frame.
 
     ``frame_hw`` is the whole frame's size (default: the window is the frame), ``origin`` the
@@ -153,7 +157,9 @@ def build_model(
     )(x)
     terms = [outputs]
     if residual:
-        terms.append(_select(inputs, range(in_channels), "image_channels") if arch.position else inputs)
+        terms.append(
+            _select(inputs, range(in_channels), "image_channels") if arch.position else inputs
+        )
     if arch.colour:
         terms.append(_colour_branch(inputs, n_total, out_channels))
     if len(terms) > 1:
@@ -223,7 +229,9 @@ def _set_fixed_weights(model, n_total: int, in_channels: int) -> None:
     """The selection matrices of the fixed 1x1 convolutions (see :func:`_select`)."""
     names = {layer.name: layer for layer in model.layers}
     if "image_channels" in names:
-        names["image_channels"].set_weights([np.eye(n_total, in_channels, dtype=np.float32)[None, None]])
+        names["image_channels"].set_weights(
+            [np.eye(n_total, in_channels, dtype=np.float32)[None, None]]
+        )
     if "colour_left" in names:
         pairs = colour_feature_pairs(n_total)
         for label, side in (("colour_left", 0), ("colour_right", 1)):

@@ -60,7 +60,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         step = tf.cast(step, tf.float32)
         total = tf.cast(self.total, tf.float32)
         warm = tf.minimum(
-            tf.minimum(float(WARMUP_MAX), tf.maximum(float(WARMUP_MIN), tf.round(total * WARMUP_SHARE))),
+            tf.minimum(
+                float(WARMUP_MAX), tf.maximum(float(WARMUP_MIN), tf.round(total * WARMUP_SHARE))
+            ),
             tf.maximum(1.0, tf.math.floordiv(total, 4.0)),
         )
         warm_f = WARMUP_START + (1.0 - WARMUP_START) * step / warm
@@ -70,4 +72,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         return self.base * self.scale * f
 
     def get_config(self) -> dict:
-        return {"base": self.base, "total": int(self.total.numpy()), "scale": float(self.scale.numpy())}
+        return {
+            "base": self.base,
+            "total": int(self.total.numpy()),
+            "scale": float(self.scale.numpy()),
+        }

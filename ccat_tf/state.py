@@ -181,7 +181,6 @@ def _count(meta: dict, key: str, low: int = 0, high: int = MAX_COUNT) -> int:
 
 def _check_meta(meta) -> dict:
     """The metadata's fields, each of the type and in the range a training writes."""
-    from ccat_tf.models import PRESETS
     from ccat_tf.runs import check_run_name
 
     if not isinstance(meta, dict):

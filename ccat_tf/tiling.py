@@ -108,7 +108,9 @@ def profile_model(model) -> ModelProfile:
             size = max(layer.size)
             jump /= size
             radius += (size - 1) * jump
-        elif isinstance(layer, layers.Concatenate | layers.Add | layers.Multiply | layers.Activation):
+        elif isinstance(
+            layer, layers.Concatenate | layers.Add | layers.Multiply | layers.Activation
+        ):
             pass
         else:
             raise ValueError(f"cannot profile layer {layer.name} of class {type(layer).__name__}")

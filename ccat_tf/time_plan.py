@@ -60,7 +60,12 @@ def measure(trainer, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tu
     ds = make_tf_dataset(cache, probe, 0, steps * stages, in_ch, out_ch)
     try:
         trainer.fit(
-            ds, epochs=1, steps_per_epoch=steps * stages, verbose=0, callbacks=[stamps], shuffle=False
+            ds,
+            epochs=1,
+            steps_per_epoch=steps * stages,
+            verbose=0,
+            callbacks=[stamps],
+            shuffle=False,
         )
     finally:
         net.set_weights(weights)

@@ -317,9 +317,7 @@ def new_architecture(settings: TrainSettings, model_size: str):
     """The network a new run builds (``model_size`` resolved, never auto)."""
     from ccat_tf.models import Architecture
 
-    return Architecture(
-        model_size, position=settings.position_aware, colour=settings.colour_branch
-    )
+    return Architecture(model_size, position=settings.position_aware, colour=settings.colour_branch)
 
 
 def architecture_of(progress: ost.Progress):
@@ -417,7 +415,9 @@ class TrainingRun:
         if progress is not None and progress.step >= self.total:
             done = f"{progress.run_name} already trained {progress.step} of {self.total} steps"
             _say(f"{done}; nothing to do")
-            final = _final_cat_from_progress(self.data_dir, progress, self.settings, info, self.total)
+            final = _final_cat_from_progress(
+                self.data_dir, progress, self.settings, info, self.total
+            )
             return self._deliver(final)
         if progress is not None:
             _say(f"resuming {progress.run_name} at step {progress.step} of {self.total}")
@@ -610,7 +610,6 @@ class TrainingRun:
     def fit(self) -> None:
         """The on_training_start hook, then Keras ``fit`` over the remaining steps (stopped
         early by a NaN loss, a signal, a hook or the time limit: see :meth:`raise_if_stopped`)."""
-        from ccat_tf import time_plan
         from ccat_tf.callbacks import standard_callbacks
         from ccat_tf.hooks import call_hooks
 
@@ -875,8 +874,11 @@ def _fitted(src: list, dst: list) -> list | None:
     for a, b in zip(src, dst, strict=False):
         if a.shape == b.shape:
             out.append(a)
-        elif a.ndim == 4 and a.shape[:2] == b.shape[:2] and a.shape[3] == b.shape[3] and (
-            a.shape[2] < b.shape[2]
+        elif (
+            a.ndim == 4
+            and a.shape[:2] == b.shape[:2]
+            and a.shape[3] == b.shape[3]
+            and (a.shape[2] < b.shape[2])
         ):
             padded = np.zeros(b.shape, a.dtype)
             padded[:, :, : a.shape[2], :] = a

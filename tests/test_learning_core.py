@@ -101,8 +101,15 @@ def test_a_time_limited_run_ends_on_time_with_a_complete_cat(tiny_dataset, tmp_p
     assert progress.step == progress.total_steps == info.step
     # Run again: finished, nothing to do, the same file.
     again = ccat_tf.train(
-        tiny_settings(tiny_dataset, tmp_path / "dd", time_limit=limit_min, model_size="auto",
-                      epochs=1_000_000, checkpoint_interval=1000, contact_sheet_interval=100),
+        tiny_settings(
+            tiny_dataset,
+            tmp_path / "dd",
+            time_limit=limit_min,
+            model_size="auto",
+            epochs=1_000_000,
+            checkpoint_interval=1000,
+            contact_sheet_interval=100,
+        ),
         progress_bar=False,
     )
     assert again == cat
