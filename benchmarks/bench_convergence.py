@@ -19,61 +19,34 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench_pretrained import (  # noqa: E402 - the same task data and protocol
-    TRAIN_FRAMES,
-    VALIDATION_FRAMES,
-    curve,
-    find_shot,
-    make_task_data,
-)
+from bench_pretrained import curve, find_shot, make_task_data, run_one  # noqa: E402
 
 
 def run(task: str, size: str, steps: int, every: int, work: Path) -> dict:
-    import ccat_tf
+    """``bench_pretrained``'s from-scratch run (same data, crops and settings) and its summary."""
     from ccat_tf import runs
 
-    inp, gt, out_ch = make_task_data(task, find_shot(), work / f"data_{task}")
-    dd = work / f"{task}_{size}"
-    t = time.time()
-    ccat_tf.train(
-        input=inp,
-        ground_truth=gt,
-        frames=TRAIN_FRAMES,
-        validation_frames=VALIDATION_FRAMES,
-        input_channels="rgb",
-        output_channels=out_ch,
-        data_directory=str(dd),
-        model_size=size,
-        epochs=steps * 4 // 8,
-        batch_size=4,
-        crop_size=64,
-        checkpoint_interval=every,
-        contact_sheet_interval=10**6,
-        use_multi_resolution_training=False,
-        seed=0,
-        progress_bar=False,
-    )
+    data = make_task_data(task, find_shot(), work / f"data_{task}")
+    trained = run_one(task, size, "none", data, steps, every, work)
+    dd = work / f"{task}_{size}_none"  # run_one's Data Directory
     points = curve(dd)
-    table = runs.load_runs(dd)[-1]
-    best = max(p for _, p in points)
-    final = points[-1][1]
+    best_step, best = max(points, key=lambda sp: sp[1])
     return {
         "task": task,
         "model_size": size,
         "steps": steps,
-        "seconds": round(time.time() - t, 1),
+        "seconds": trained["seconds"],
         "best_psnr": best,
-        "best_step": max(points, key=lambda sp: sp[1])[0],
-        "final_psnr": final,
-        "gap_db": best - final,
-        "rollbacks": table.get("rollbacks", []),
+        "best_step": best_step,
+        "final_psnr": points[-1][1],
+        "gap_db": best - points[-1][1],
+        "rollbacks": runs.load_runs(dd)[-1].get("rollbacks", []),
         "curve": points,
     }
 

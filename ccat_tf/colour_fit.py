@@ -63,13 +63,15 @@ def fit(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def initialise(net, xs, ys, *, position: bool, residual: bool, seed: int, base=None) -> float:
-    """Set ``net``'s colour layer to the fit of ``ys`` minus the input (``residual``) minus
-    ``base``; return the fit's RMS error in training space (what step 0 starts from)."""
+    """Set ``net``'s colour layer to the fit of ``ys`` minus what the rest of the network gives
+    for pair ``i``: ``base(i)`` (a pretrained U-Net's output), or else the input for a residual
+    network and 0 otherwise. Return the fit's RMS error in training space (step 0's)."""
     n_img = xs[0].shape[-1]
 
     def rest(i):
-        out = 0.0 if base is None else base(i)
-        return (np.asarray(xs[i])[..., :n_img] if residual else 0.0) + out
+        if base is not None:
+            return base(i)
+        return np.asarray(xs[i])[..., :n_img] if residual else 0.0
 
     inputs, targets = sample(xs, ys, position=position, base=rest, seed=seed)
     kernel, bias = fit(inputs, targets)

@@ -226,10 +226,8 @@ class DivergenceGuard(StepCallback):
         schedule = self.ctx.schedule
         self._warm_end = 0
         if schedule is not None:
-            from ccat_tf.schedule import warmup_steps
-
             schedule.scale.assign(self.ctx.lr_scale)
-            self._warm_end = warmup_steps(int(schedule.total.numpy()))
+            self._warm_end = int(schedule.warmup.numpy())
         if self.watch.state == "healthy":  # a resume from a good state: the first candidate
             self.pending = self.snapshot(self.ctx.start_step)
 

@@ -97,6 +97,7 @@ class Model:
         else:
             self.blend = tiling.blend_for_overlap(int(self.tiles.tile_overlap), self.profile)
         self.plans: dict[tuple[int, int], tiling.TilePlan] = {}  #: by frame (height, width)
+        self._coords: dict[tuple[int, ...], np.ndarray] = {}  #: the last frame size's
         self.budget_source = ""  #: where the automatic tile size's memory figure came from
         self._budget: int | None = None
         self._call = self._network_call()
@@ -106,18 +107,26 @@ class Model:
         """One frame, HWC float32 as read from a file -> the output frame, HWC float32."""
         h, w = pixels.shape[:2]
         encoded = transform.encode(pixels, self.info.input_transform)
-        padded = tiling.pad_to_divisor(encoded, self.divisor)
-        if self.info.position:  # frame coordinates, continued into the padding
-            coords = coordinate_channels(padded.shape[0], padded.shape[1], frame_hw=(h, w))
-            padded = np.concatenate([padded, coords], axis=-1)
         out = tiling.predict_tiled(
             self.network_output,
-            padded,
+            self.network_input(encoded),
             self.plan_for(h, w),
             len(self.info.output_channels),
             self.tiles.batch_tiles,
         )
         return transform.decode(out[:h, :w], self.info.output_transform)
+
+    def network_input(self, encoded: np.ndarray) -> np.ndarray:
+        """An encoded frame as the network takes it: reflect-padded to the divisor, then (for a
+        position-aware network) its frame coordinates, continued into the padding. The
+        coordinates depend only on the frame's size: made once per size."""
+        padded = tiling.pad_to_divisor(encoded, self.divisor)
+        if not self.info.position:
+            return padded
+        key = (padded.shape[0], padded.shape[1], encoded.shape[0], encoded.shape[1])
+        if key not in self._coords:
+            self._coords = {key: coordinate_channels(key[0], key[1], frame_hw=key[2:])}
+        return np.concatenate([padded, self._coords[key]], axis=-1)
 
     def network_output(self, batch: np.ndarray) -> np.ndarray:
         """The network step alone: NHWC training space in (H, W multiples of the divisor), out.

@@ -221,7 +221,15 @@ def _colour_branch(inputs, n_total: int, out_channels: int):
     products = layers.Multiply(name="colour_products", dtype="float32")([left, right])
     features = layers.Concatenate(name="colour_features", dtype="float32")([inputs, products])
     # Not trained: it stays the least-squares fit it starts at (see the module docstring).
-    colour = layers.Conv2D(out_channels, 1, name="colour", dtype="float32", trainable=False)
+    # Zero until fitted: a new network's output is the U-Net's alone.
+    colour = layers.Conv2D(
+        out_channels,
+        1,
+        name="colour",
+        dtype="float32",
+        trainable=False,
+        kernel_initializer="zeros",
+    )
     return colour(features)
 
 

@@ -29,17 +29,6 @@ def warmup_steps(total: int) -> int:
     return int(min(WARMUP_MAX, max(WARMUP_MIN, round(total * WARMUP_SHARE)), max(1, total // 4)))
 
 
-def rate_at(step: float, base: float, total: int, scale: float = 1.0) -> float:
-    """The rate at optimizer step ``step`` (numpy/Python form of :class:`WarmupCosine`)."""
-    warm = warmup_steps(total)
-    if step < warm:
-        f = WARMUP_START + (1.0 - WARMUP_START) * step / warm
-    else:
-        t = min(1.0, (step - warm) / max(1, total - warm))
-        f = FINAL_SHARE + (1.0 - FINAL_SHARE) * 0.5 * (1.0 + math.cos(math.pi * t))
-    return base * scale * f
-
-
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """``base`` x ``scale`` x (linear warm-up over :func:`warmup_steps`, then cosine to
     :data:`FINAL_SHARE` at ``total``); constant at the final rate past ``total``."""
@@ -48,28 +37,25 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         import tensorflow as tf
 
         self.base = float(base)
-        self.total = tf.Variable(int(total), trainable=False, dtype=tf.int64, name="lr_total")
+        self.total = tf.Variable(1, trainable=False, dtype=tf.int64, name="lr_total")
+        self.warmup = tf.Variable(1, trainable=False, dtype=tf.int64, name="lr_warmup")
         self.scale = tf.Variable(float(scale), trainable=False, dtype=tf.float32, name="lr_scale")
+        self.set_total(total)
 
     def set_total(self, total: int) -> None:
         self.total.assign(int(total))
+        self.warmup.assign(warmup_steps(int(total)))
 
     def __call__(self, step):
         import tensorflow as tf
 
         step = tf.cast(step, tf.float32)
         total = tf.cast(self.total, tf.float32)
-        warm = tf.minimum(
-            tf.minimum(
-                float(WARMUP_MAX), tf.maximum(float(WARMUP_MIN), tf.round(total * WARMUP_SHARE))
-            ),
-            tf.maximum(1.0, tf.math.floordiv(total, 4.0)),
-        )
+        warm = tf.cast(self.warmup, tf.float32)
         warm_f = WARMUP_START + (1.0 - WARMUP_START) * step / warm
         t = tf.minimum(1.0, (step - warm) / tf.maximum(1.0, total - warm))
         cos_f = FINAL_SHARE + (1.0 - FINAL_SHARE) * 0.5 * (1.0 + tf.cos(math.pi * t))
-        f = tf.where(step < warm, warm_f, cos_f)
-        return self.base * self.scale * f
+        return self.base * self.scale * tf.where(step < warm, warm_f, cos_f)
 
     def get_config(self) -> dict:
         return {

@@ -14,8 +14,9 @@ the final .cat is written as for any run.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+import keras
 import numpy as np
 
 #: Steps a preset must be able to train within the limit for ``auto`` to choose it (small is
@@ -35,14 +36,6 @@ REPLANS = 4
 MAX_GROWTH = 4
 MIN_RESERVE_SECONDS = 3.0
 MIN_STEPS = 10
-
-
-@dataclass(frozen=True)
-class Plan:
-    model_size: str
-    total: int
-    step_seconds: tuple[float, ...]  #: measured seconds per step of each stage
-    reason: str  #: the line that says what was chosen and why
 
 
 def measure(trainer, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tuple[float, ...]:
@@ -84,24 +77,18 @@ def stage_times(times, stages: int, steps: int) -> tuple[float, ...]:
     return tuple(out)
 
 
-class _Stamps:
-    """A Keras callback recording when each step ended."""
+class _Stamps(keras.callbacks.Callback):
+    """Records when training began and when each step ended."""
 
-    def __new__(cls):
-        import keras
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
 
-        class Stamps(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.times: list[float] = []
+    def on_train_begin(self, logs=None):
+        self.times.append(time.perf_counter())
 
-            def on_train_begin(self, logs=None):
-                self.times.append(time.perf_counter())
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.times.append(time.perf_counter())
-
-        return Stamps()
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
 
 
 def steps_for(
@@ -126,76 +113,67 @@ def choose_size(
     step_seconds: tuple[float, ...],
     seconds: float,
     shares: tuple[float, ...],
-    crops: tuple[int, ...],
     channels: tuple[int, int],
 ) -> tuple[str, str]:
-    """``(size, why)`` for ``model_size: auto`` from the speed measured with ``measured_size``."""
-    from ccat_tf.models import PRESETS
-
-    small_steps = steps_for(seconds, step_seconds, shares)
-    best, why = measured_size, f"{measured_size} would train {small_steps} steps"
+    """``(size, why)`` for ``model_size: auto`` from the speed measured with ``measured_size``;
+    other sizes' steps are that speed scaled by their FLOPs (per pixel, so at any crop)."""
+    best, why = (
+        measured_size,
+        f"{measured_size} would train {steps_for(seconds, step_seconds, shares)} steps",
+    )
     for size in ("medium", "large"):
-        ratio = [flops(size, c, channels) / flops(measured_size, c, channels) for c in crops]
-        predicted = tuple(t * r for t, r in zip(step_seconds, ratio, strict=True))
-        n = steps_for(seconds, predicted, shares)
-        if n >= AUTO_MIN_STEPS[size]:
-            best, why = size, f"{size} would train {n} steps (>= {AUTO_MIN_STEPS[size]})"
-        else:
+        ratio = flops(size, channels) / flops(measured_size, channels)
+        n = steps_for(seconds, tuple(t * ratio for t in step_seconds), shares)
+        if n < AUTO_MIN_STEPS[size]:
             why += f"; {size} only ~{n} (< {AUTO_MIN_STEPS[size]})"
             break
-    assert best in PRESETS
+        best, why = size, f"{size} would train {n} steps (>= {AUTO_MIN_STEPS[size]})"
     return best, why
 
 
-def flops(size: str, crop: int, channels: tuple[int, int]) -> float:
+def flops(size: str, channels: tuple[int, int], crop: int = 64) -> float:
     from ccat_tf.models import build_model, forward_flops
 
     return float(forward_flops(build_model(channels[0], channels[1], size), crop, crop))
 
 
-class Replanner:
-    """A Keras callback that corrects a time-limited run's plan while it is in its first stage:
-    ``REPLANS`` times it passes the seconds per step the run really takes (overheads, load) to
-    ``replan(step, seconds_per_step)``; at every step it stops training
-    once ``total()`` steps are done (the data set is made longer than the plan)."""
+class Replanner(keras.callbacks.Callback):
+    """Corrects a time-limited run's plan while it is in its first stage: ``REPLANS`` times it
+    passes the seconds per step the run really takes (overheads, load) to
+    ``replan(step, seconds_per_step)``; at every step it stops training once ``total()`` steps
+    are done (the data set is made longer than the plan)."""
 
-    def __new__(cls, first_step: int, total, in_first_stage, replan):
-        import keras
+    def __init__(self, first_step: int, total, in_first_stage, replan):
+        super().__init__()
+        self.first_step, self.total = first_step, total
+        self.in_first_stage, self.replan = in_first_stage, replan
+        self.every = max(5, (total() - first_step) // (4 * (REPLANS + 1)))
+        self.t0 = self.s0 = None
 
-        class ReplanCallback(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.every = max(5, (total() - first_step) // (4 * (REPLANS + 1)))
-                self.t0 = None
-
-            def on_train_batch_end(self, batch, logs=None):
-                step = first_step + batch + 1
-                now = time.monotonic()
-                if self.t0 is None:  # the first step includes the data pipeline's start
-                    self.t0, self.s0 = now, step
-                elif in_first_stage(step) and (step - self.s0) % self.every == 0:
-                    replan(step, (now - self.t0) / (step - self.s0))
-                if step >= total():
-                    self.model.stop_training = True
-
-        return ReplanCallback()
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.first_step + batch + 1
+        now = time.monotonic()
+        if self.t0 is None:  # the first step includes the data pipeline's start
+            self.t0, self.s0 = now, step
+        elif self.in_first_stage(step) and (step - self.s0) % self.every == 0:
+            self.replan(step, (now - self.t0) / (step - self.s0))
+        if step >= self.total():
+            self.model.stop_training = True
 
 
-class Deadline:
-    """A Keras callback that stops training once ``deadline`` (time.monotonic) has passed and
-    records ``stop_reason = "time"`` in the run's context."""
+class Deadline(keras.callbacks.Callback):
+    """Stops training once ``deadline`` (time.monotonic) has passed, recording
+    ``stop_reason = "time"`` in the run's context."""
 
-    def __new__(cls, ctx, deadline: float):
-        import keras
+    def __init__(self, ctx, deadline: float):
+        super().__init__()
+        self.ctx, self.deadline = ctx, deadline
 
-        class DeadlineCallback(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                if time.monotonic() >= deadline and ctx.stop_reason is None:
-                    ctx.stop_reason = "time"
-                    ctx.stop_detail = "the time limit was reached"
-                    self.model.stop_training = True
-
-        return DeadlineCallback()
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() >= self.deadline and self.ctx.stop_reason is None:
+            self.ctx.stop_reason = "time"
+            self.ctx.stop_detail = "the time limit was reached"
+            self.model.stop_training = True
 
 
 def reserve_seconds(limit_seconds: float) -> float:

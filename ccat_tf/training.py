@@ -486,19 +486,36 @@ class TrainingRun:
 
     def _fit_colour(self, pretrained: bool) -> None:
         """Start the colour branch at the least-squares fit of the training pairs (of what the
-        pretrained network leaves, when there is one)."""
+        pretrained network leaves, when there is one: its colour branch is still zero)."""
         from ccat_tf import colour_fit
+        from ccat_tf.model import Model
 
         xs, ys = self.cache.level(1.0)
-        xs = [np.asarray(x) for x in xs]
         base = None
         if pretrained:
-            head = _network_without_colour(self.net, self.arch, self.info)
-            base = lambda i: head(xs[i])  # noqa: E731
+            plan = crop_plan(self.settings, self.info, 1, self.arch)
+            meta = model_info(
+                self.settings,
+                self.info,
+                plan,
+                self.arch,
+                run_name="",
+                step=0,
+                total=1,
+                last_loss=None,
+                val_psnr=None,
+            )
+            model = Model(self.net, meta)
+
+            def base(i):
+                x = np.asarray(xs[i], np.float32)
+                out = model.network_output(model.network_input(x)[None])[0]
+                return out[: x.shape[0], : x.shape[1]]
+
         rms = colour_fit.initialise(
             self.net,
             xs,
-            [np.asarray(y) for y in ys],
+            ys,
             position=self.arch.position,
             residual=self.info.residual,
             seed=self.settings.seed,
@@ -510,23 +527,18 @@ class TrainingRun:
         """Measure seconds per step of each stage, resolve model_size auto, plan the total."""
         from ccat_tf import time_plan
 
-        s, info = self.settings, self.info
-        n_in, n_out = len(info.input_channels), len(info.output_channels)
+        s = self.settings
         shares = time_plan.stage_shares(s.use_multi_resolution_training)
-        probe = crop_plan(s, info, 1000, self.arch)
-        crops = tuple(probe.crop_at(i) for i in range(len(shares)))
-        extra = 3 if self.arch.position else 0
-        timed = self._measure(probe, n_in + extra, n_out)
+        timed = self._measure()
         left = self._seconds_left()
         why = ""
         if s.model_size == "auto":
-            size, why = time_plan.choose_size(
-                self.arch.model_size, timed, left, shares, crops, (n_in + extra, n_out)
-            )
+            channels = self._network_channels()
+            size, why = time_plan.choose_size(self.arch.model_size, timed, left, shares, channels)
             if size != self.arch.model_size:
                 self.arch = new_architecture(s, size)
                 self._build_network()
-                timed = self._measure(crop_plan(s, info, 1000, self.arch), n_in + extra, n_out)
+                timed = self._measure()
                 left = self._seconds_left()
             why = f"model_size auto: {self.arch.model_size} ({why}); "
         self.total = time_plan.steps_for(left * (1 - time_plan.OVERHEAD_SHARE), timed, shares)
@@ -538,11 +550,16 @@ class TrainingRun:
             f"{left:.0f} s left: planned {self.total} steps"
         )
 
-    def _measure(self, probe: CropPlan, in_ch: int, out_ch: int) -> tuple[float, ...]:
+    def _network_channels(self) -> tuple[int, int]:
+        """The network's input channels (the image's, then any coordinates) and outputs."""
+        return int(self.net.inputs[0].shape[-1]), len(self.info.output_channels)
+
+    def _measure(self) -> tuple[float, ...]:
         from ccat_tf import time_plan
 
+        probe = crop_plan(self.settings, self.info, 1000, self.arch)
         return time_plan.measure(
-            self.trainer, self.net, self.optimizer, self.cache, probe, in_ch, out_ch
+            self.trainer, self.net, self.optimizer, self.cache, probe, *self._network_channels()
         )
 
     def _seconds_left(self) -> float:
@@ -613,8 +630,7 @@ class TrainingRun:
         from ccat_tf.callbacks import standard_callbacks
         from ccat_tf.hooks import call_hooks
 
-        n_in = self.net.inputs[0].shape[-1]
-        n_out = len(self.info.output_channels)
+        n_in, n_out = self._network_channels()
         last = max(self.total, self.max_total)
         ds = make_tf_dataset(
             self.cache, self.plan, self.start_step, last, n_in, n_out, lambda: self.plan
@@ -886,32 +902,6 @@ def _fitted(src: list, dst: list) -> list | None:
         else:
             return None
     return out if len(src) == len(dst) else None
-
-
-def _network_without_colour(net, arch, info: DataSetInfo):
-    """``base(i)``: what ``net`` outputs for training pair ``i`` without its colour branch (and
-    without the residual input), for :func:`ccat_tf.colour_fit.initialise`."""
-    from ccat_tf import tiling
-    from ccat_tf.models import coordinate_channels, divisor
-
-    layer = net.get_layer("colour")
-    saved = layer.get_weights()
-    n_img = len(info.input_channels)
-
-    def base(x):
-        layer.set_weights([np.zeros_like(w) for w in saved])
-        try:
-            h, w = x.shape[:2]
-            padded = tiling.pad_to_divisor(np.asarray(x, np.float32), divisor(arch.model_size))
-            if arch.position:
-                coords = coordinate_channels(padded.shape[0], padded.shape[1], frame_hw=(h, w))
-                padded = np.concatenate([padded, coords], axis=-1)
-            out = np.asarray(net(padded[None], training=False))[0, :h, :w]
-        finally:
-            layer.set_weights(saved)
-        return out - (x[..., :n_img] if info.residual else 0.0)
-
-    return base
 
 
 def _load_previews(info: DataSetInfo):

@@ -123,6 +123,16 @@ def set_state(trainer, value: float, iterations: int) -> None:
     trainer.optimizer.iterations.assign(iterations)
 
 
+def started_guard(tmp_path, window: int):
+    """(trainer, schedule, ctx, guard): a DivergenceGuard on a fake trainer, training begun."""
+    trainer, schedule = fake_trainer()
+    ctx = fake_context(tmp_path, schedule=schedule)
+    cb = DivergenceGuard(ctx, window=window)
+    cb.set_model(trainer)
+    cb.on_train_begin()
+    return trainer, schedule, ctx, cb
+
+
 def feed(cb, first_step, losses, on_step=None):
     for i, loss in enumerate(losses):
         if on_step:
@@ -131,11 +141,7 @@ def feed(cb, first_step, losses, on_step=None):
 
 
 def test_rollback_restores_weights_and_slots_keeps_the_step_and_halves_the_rate(tmp_path, capsys):
-    trainer, schedule = fake_trainer()
-    ctx = fake_context(tmp_path, schedule=schedule)
-    cb = DivergenceGuard(ctx, window=10)
-    cb.set_model(trainer)
-    cb.on_train_begin()
+    trainer, schedule, ctx, cb = started_guard(tmp_path, window=10)
     warm = cb._warm_end
     rng = np.random.default_rng(0)
     # Steady training: the weights "are" the step number, so the restored state names its step.
@@ -158,11 +164,7 @@ def test_rollback_restores_weights_and_slots_keeps_the_step_and_halves_the_rate(
 
 def test_rollbacks_are_capped(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(guard, "MAX_ROLLBACKS", 2)
-    trainer, schedule = fake_trainer()
-    ctx = fake_context(tmp_path, schedule=schedule)
-    cb = DivergenceGuard(ctx, window=5)
-    cb.set_model(trainer)
-    cb.on_train_begin()
+    trainer, schedule, ctx, cb = started_guard(tmp_path, window=5)
     step = 1
     for _ in range(4):  # each round: settle, then blow up
         feed(cb, step, [0.01] * 40 + [10.0])
@@ -175,11 +177,7 @@ def test_rollbacks_are_capped(tmp_path, capsys, monkeypatch):
 
 
 def test_a_validation_collapse_rolls_back_to_the_last_good_checkpoint(tmp_path, capsys):
-    trainer, schedule = fake_trainer()
-    ctx = fake_context(tmp_path, schedule=schedule)
-    cb = DivergenceGuard(ctx, window=5)
-    cb.set_model(trainer)
-    cb.on_train_begin()
+    trainer, schedule, ctx, cb = started_guard(tmp_path, window=5)
     set_state(trainer, 1.0, 100)
     ctx.val_psnr = 30.0
     assert not cb.check_validation(100)  # the first checkpoint: a validated snapshot
@@ -200,21 +198,13 @@ def test_a_validation_collapse_rolls_back_to_the_last_good_checkpoint(tmp_path, 
 
 
 def test_nan_losses_are_left_to_the_non_finite_guard(tmp_path):
-    trainer, schedule = fake_trainer()
-    ctx = fake_context(tmp_path, schedule=schedule)
-    cb = DivergenceGuard(ctx, window=5)
-    cb.set_model(trainer)
-    cb.on_train_begin()
+    trainer, schedule, ctx, cb = started_guard(tmp_path, window=5)
     feed(cb, 1, [0.01] * 40 + [math.nan, math.inf] * 10)
     assert ctx.rollbacks == 0 and cb.watch.n > 0
 
 
 def test_persistent_state_round_trips_and_refuses_garbage(tmp_path):
-    trainer, schedule = fake_trainer()
-    ctx = fake_context(tmp_path, schedule=schedule)
-    cb = DivergenceGuard(ctx, window=5)
-    cb.set_model(trainer)
-    cb.on_train_begin()
+    trainer, schedule, ctx, cb = started_guard(tmp_path, window=5)
     feed(cb, 1, [0.01] * 40)
     ctx.lr_scale, ctx.rollbacks, ctx.best_val_psnr, ctx.best_step = 0.25, 2, 31.5, 40
     saved = json.loads(json.dumps(ctx.persistent_state()))
