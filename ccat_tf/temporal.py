@@ -1,0 +1,205 @@
+"""Flicker metrics of an output sequence: temporal PSNR and the flow-warped temporal error.
+
+Frames are float32 HxWxC numpy arrays as :mod:`ccat_tf.imageio` returns them (0..1 for display
+images), a sequence a list of them in frame order.
+
+* :func:`temporal_psnr` (ground truth on every frame): the PSNR of the output's frame-to-frame
+  differences against the ground truth's, ``10 log10(1 / MSE)`` with MSE pooled over every pair,
+  pixel and channel. The peak is 1, as in the per-frame PSNR of 0..1 frames, although
+  differences lie in -1..1: the error is then in the units of the per-frame error, so the two
+  read alike (a fresh independent error on every frame costs the temporal PSNR 3 dB under the
+  per-frame PSNR; a steady error costs it nothing). Capped at :data:`MAX_DB` (identical
+  differences).
+* :func:`warp_errors` (no ground truth): the output at t against the output at t-1 warped to t
+  by the optical flow of the *input* frames (OpenCV's DIS flow on 8-bit grey frames, backward
+  flow t -> t-1 and ``cv2.remap``), the squared error averaged over the pixels whose flow passes
+  a forward-backward consistency check (occluded or out-of-frame pixels are left out). This is
+  E_warp of Lai et al., "Learning Blind Video Temporal Consistency" (ECCV 2018), with the
+  occlusion test of Sundaram et al. (ECCV 2010). :func:`warp_error_ratio` divides the output's
+  by the input's: 1 means the output changes as much as the input does where motion explains it;
+  above 1, the output flickers more than its input.
+
+Flows are computed once per frame pair (:func:`sequence_flows`) and passed to the error
+functions, so one set serves every method scored on a shot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ccat_tf.errors import DataSetError
+
+#: The temporal PSNR of identical frame-to-frame differences (the per-frame PSNR's cap too).
+MAX_DB = 100.0
+#: DIS optical-flow presets by name (OpenCV's ``DISOPTICAL_FLOW_PRESET_*``).
+PRESETS = ("ultrafast", "fast", "medium")
+#: The forward-backward check of Sundaram et al.: a pixel is occluded when
+#: ``|b + f(x + b)|^2 > ALPHA (|b|^2 + |f(x + b)|^2) + BETA`` (pixels squared).
+ALPHA, BETA = 0.01, 0.5
+REC709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+@dataclass(frozen=True)
+class PairFlow:
+    """The motion from frame t to frame t-1 of an input sequence.
+
+    ``backward``: HxWx2 float32, (dx, dy) in pixels such that frame t at x shows what frame t-1
+    shows at x + backward[x]. ``valid``: HxW bool, False where the pixel is occluded in t-1 or
+    its match lies outside the frame."""
+
+    backward: np.ndarray
+    valid: np.ndarray
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as err:  # pragma: no cover - a runtime dependency
+        raise ImportError(
+            "flicker metrics need OpenCV: pip install opencv-python-headless"
+        ) from err
+    return cv2
+
+
+def check_sequence(frames, what: str = "sequence", least: int = 2) -> list[np.ndarray]:
+    """``frames`` as a list of HxWxC float32 arrays, all one size; a one-line error otherwise."""
+    frames = [np.asarray(f, dtype=np.float32) for f in frames]
+    if len(frames) < least:
+        raise DataSetError(
+            f"the {what} has {len(frames)} frame(s); flicker is measured between consecutive "
+            f"frames, give at least {least}"
+        )
+    for i, f in enumerate(frames):
+        if f.ndim == 2:
+            frames[i] = f = f[..., None]
+        if f.ndim != 3 or f.shape[:2] != frames[0].shape[:2] or f.shape[0] * f.shape[1] == 0:
+            raise DataSetError(
+                f"frame {i} of the {what} is {f.shape}, frame 0 is {frames[0].shape}; "
+                "every frame must be HxWxC of one size"
+            )
+    return frames
+
+
+def grey8(frame: np.ndarray) -> np.ndarray:
+    """The 8-bit grey image the flow is computed on: Rec.709 luma of the first three channels
+    (or the first channel), 0..1 mapped to 0..255, outside values clipped."""
+    f = np.asarray(frame, dtype=np.float32)
+    grey = (f[..., :3] * REC709).sum(-1) if f.shape[-1] >= 3 else f[..., 0]
+    return np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8)
+
+
+def _remap(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``image`` sampled at x + flow[x] (bilinear, edge pixels repeated)."""
+    cv2 = _cv2()
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    out = cv2.remap(
+        np.ascontiguousarray(image, dtype=np.float32),
+        gx + flow[..., 0],
+        gy + flow[..., 1],
+        interpolation=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return out.reshape(image.shape)
+
+
+def pair_flow(prev: np.ndarray, cur: np.ndarray, preset: str = "fast") -> PairFlow:
+    """The backward flow cur -> prev of two input frames and its occlusion mask."""
+    cv2 = _cv2()
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
+    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+    g_prev, g_cur = grey8(prev), grey8(cur)
+    back = dis.calc(g_cur, g_prev, None)  # cur(x) ~ prev(x + back(x))
+    fwd = dis.calc(g_prev, g_cur, None)  # prev(y) ~ cur(y + fwd(y))
+    fwd_at = _remap(fwd, back)  # the forward flow where each pixel of cur lands in prev
+    mismatch = ((back + fwd_at) ** 2).sum(-1)
+    size = (back**2).sum(-1) + (fwd_at**2).sum(-1)
+    h, w = back.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w), np.arange(h))
+    tx, ty = gx + back[..., 0], gy + back[..., 1]
+    inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    return PairFlow(back.astype(np.float32), inside & (mismatch <= ALPHA * size + BETA))
+
+
+def sequence_flows(inputs, preset: str = "fast") -> list[PairFlow]:
+    """The :class:`PairFlow` of each consecutive pair of an input sequence: N-1 for N frames,
+    ``[k]`` taking frame k+1 to frame k. Compute once, pass to every error below."""
+    frames = check_sequence(inputs, "input sequence")
+    return [pair_flow(a, b, preset) for a, b in zip(frames, frames[1:], strict=False)]
+
+
+def warp(frame: np.ndarray, flow: PairFlow) -> np.ndarray:
+    """Frame t-1 of any sequence (output, input) warped to frame t by the input's motion."""
+    return _remap(frame, flow.backward)
+
+
+def warp_errors(frames, flows: list[PairFlow]) -> np.ndarray:
+    """Per pair, the mean squared difference of frame t and frame t-1 warped to t over the
+    valid (non-occluded) pixels and all channels; NaN where no pixel is valid. N-1 values."""
+    frames = check_sequence(frames)
+    if len(flows) != len(frames) - 1:
+        raise DataSetError(
+            f"{len(frames)} frames need {len(frames) - 1} flows, {len(flows)} were given"
+        )
+    out = np.full(len(flows), np.nan)
+    for k, flow in enumerate(flows):
+        if flow.valid.shape != frames[k].shape[:2]:
+            raise DataSetError(
+                f"frame {k} is {frames[k].shape[1]}x{frames[k].shape[0]}, its flow "
+                f"{flow.valid.shape[1]}x{flow.valid.shape[0]}: compute flows on frames of the size"
+            )
+        if flow.valid.any():
+            diff = frames[k + 1] - warp(frames[k], flow)
+            out[k] = float(np.mean(diff[flow.valid] ** 2, dtype=np.float64))
+    return out
+
+
+def warp_error_ratio(outputs, inputs, flows: list[PairFlow] | None = None) -> dict:
+    """The output's flow-warped error over the input's, with the same flows (computed from
+    ``inputs`` at the fast preset when not given). Returns ``ratio`` (mean over mean, NaN pairs
+    left out), ``output`` and ``input`` (per-pair errors, lists) and ``valid_fraction``."""
+    if flows is None:
+        flows = sequence_flows(inputs)
+    out_e, in_e = warp_errors(outputs, flows), warp_errors(inputs, flows)
+    ok = np.isfinite(out_e) & np.isfinite(in_e)
+    ratio = float("nan")  # no pair with a valid pixel
+    if ok.any():
+        num, den = float(out_e[ok].mean()), float(in_e[ok].mean())
+        ratio = num / den if den > 0 else (1.0 if num == 0 else float("inf"))
+    return {
+        "ratio": ratio,
+        "output": out_e.tolist(),
+        "input": in_e.tolist(),
+        "valid_fraction": float(np.mean([f.valid.mean() for f in flows])),
+    }
+
+
+def difference_mse(outputs, truths) -> np.ndarray:
+    """Per pair, the mean squared difference of the output's and the ground truth's
+    frame-to-frame changes. N-1 values."""
+    outputs, truths = check_sequence(outputs, "output"), check_sequence(truths, "ground truth")
+    if len(outputs) != len(truths) or outputs[0].shape != truths[0].shape:
+        raise DataSetError(
+            f"the output is {len(outputs)} frames of {outputs[0].shape}, the ground truth "
+            f"{len(truths)} of {truths[0].shape}; they must match"
+        )
+    return np.array(
+        [
+            np.mean(((o1 - o0) - (t1 - t0)) ** 2, dtype=np.float64)
+            for o0, o1, t0, t1 in zip(outputs, outputs[1:], truths, truths[1:], strict=False)
+        ]
+    )
+
+
+def psnr_db(mse: float) -> float:
+    """``10 log10(1 / mse)`` (peak 1), :data:`MAX_DB` for no error."""
+    return MAX_DB if mse <= 10 ** (-MAX_DB / 10) else float(10 * np.log10(1 / mse))
+
+
+def temporal_psnr(outputs, truths) -> float:
+    """The temporal PSNR of an output sequence against its ground truth (MSE pooled over pairs;
+    see the module's notes for the peak)."""
+    return psnr_db(float(difference_mse(outputs, truths).mean()))
