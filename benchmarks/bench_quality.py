@@ -24,6 +24,17 @@ data_range=1)`` recipe, mean over channels and frames; a test checks it against 
 For ``grade_vig`` the RMS error in the outer ring of the frame (normalised radius > 0.9, where
 the radius is 1 at the middle of each edge) and in the centre (radius < 0.5) are recorded too.
 
+Flicker (issue 14, ``ccat_tf.temporal``): the scored frames are every other frame, so each method
+also renders the frame after each scored frame s when s+1 is not a training frame either (the
+``temporal_pairs`` of the footage: 19 of 21 scored frames at 48 frames). Over those pairs (s,
+s+1): ``tpsnr``, the temporal PSNR (the PSNR, peak 1, of the output's change s -> s+1 against
+the ground truth's, MSE pooled over the pairs; outputs clipped to 0..1 as for PSNR), and
+``warp_ratio``, the flow-warped temporal error of the output over the input's (the output at s
+warped to s+1 by the DIS optical flow of the fix's input frames, fast preset, occluded pixels
+masked). The row records the input's error (``input_warp_error``) and the ground truth's ratio
+(``truth_warp_ratio``: what a perfect output scores; for ``colour_key`` the ratio compares an
+alpha's error with the RGB input's).
+
 Methods, each on the same training pairs (``--methods`` picks among the first four):
 
 * ``identity``: the input as the output (for rgb -> alpha, the input's Rec.709 luma);
@@ -384,6 +395,81 @@ def score(preds, truths, fix: str) -> dict:
     return out
 
 
+def temporal_pairs(n: int, train: list[int], scored: list[int]) -> list[list[int]]:
+    """(s, s+1) for each scored frame s whose next frame exists and is not a training frame."""
+    return [[s, s + 1] for s in scored if s + 1 < n and s + 1 not in train]
+
+
+@dataclass
+class Flicker:
+    """A row's temporal pairs: the scored index of each pair's first frame, the second frames'
+    inputs and truths, the input flows (once per pair) and the row's reference numbers."""
+
+    first: list[int]  # position in the scored frames of each pair's first frame
+    x_next: list
+    y_next: list
+    y_first: list
+    flows: list
+    row: dict
+
+
+def make_flicker(inputs, truths, scored, pairs) -> Flicker | None:
+    from ccat_tf import temporal
+
+    if not pairs:
+        return None
+    first = [scored.index(a) for a, _ in pairs]
+    xs0, xs1 = [inputs[a] for a, _ in pairs], [inputs[b] for _, b in pairs]
+    ys0, ys1 = [truths[a] for a, _ in pairs], [truths[b] for _, b in pairs]
+    flows = [temporal.pair_flow(a, b, "fast") for a, b in zip(xs0, xs1, strict=True)]
+    in_err = pair_warp_error(xs0, xs1, flows)
+    row = {
+        "temporal_pairs": len(pairs),
+        "input_warp_error": in_err,
+        "truth_warp_ratio": pair_warp_error(ys0, ys1, flows) / in_err,
+        "flow_valid_fraction": float(np.mean([f.valid.mean() for f in flows])),
+    }
+    return Flicker(first, xs1, ys1, ys0, flows, row)
+
+
+def pair_warp_error(frames0, frames1, flows) -> float:
+    """The flow-warped temporal error (MSE over valid pixels) averaged over the pairs."""
+    from ccat_tf import temporal
+
+    errors = [
+        temporal.warp_errors([a, b], [f])[0]
+        for a, b, f in zip(frames0, frames1, flows, strict=True)
+    ]
+    return float(np.nanmean(errors))
+
+
+def score_temporal(preds_first, preds_next, flicker: Flicker) -> dict:
+    from ccat_tf import temporal
+
+    p0 = [np.clip(p, 0, 1) for p in preds_first]
+    p1 = [np.clip(p, 0, 1) for p in preds_next]
+    mse = [
+        temporal.difference_mse([a, b], [c, d])[0]
+        for a, b, c, d in zip(p0, p1, flicker.y_first, flicker.y_next, strict=True)
+    ]
+    warp = pair_warp_error(p0, p1, flicker.flows)
+    return {
+        "tpsnr": temporal.psnr_db(float(np.mean(mse))),
+        "warp_ratio": warp / flicker.row["input_warp_error"],
+    }
+
+
+def score_all(preds, truths, fix: str, flicker: Flicker | None) -> dict:
+    """:func:`score` of the scored frames' predictions (the first ``len(truths)`` of ``preds``)
+    and, with a :class:`Flicker`, :func:`score_temporal` of its pairs (the rest of ``preds``)."""
+    n = len(truths)
+    out = score(preds[:n], truths, fix)
+    if flicker is not None:
+        first = [preds[i] for i in flicker.first]
+        out.update(score_temporal(first, preds[n:], flicker))
+    return out
+
+
 # ---- baselines ----------------------------------------------------------------------------
 def colour_features(x: np.ndarray, degree: int) -> np.ndarray:
     """Per-pixel features of an (..., 3) array: [r, g, b, 1] or the 10 second-order terms."""
@@ -523,7 +609,9 @@ def planned_steps(cal: dict, seconds: float) -> int:
     return max(8, int((seconds - fixed) / per_step))
 
 
-def run_ccat(seqs, size, seconds, cal, work, inputs_eval) -> tuple[list, dict]:
+def run_ccat(seqs, size, seconds, cal, work, inputs_eval, extra=()) -> tuple[list, dict]:
+    """``extra``: more frames to predict (the temporal pairs' second frames), after the timed
+    inference of ``inputs_eval``; their predictions follow those of ``inputs_eval``."""
     import ccat_tf
     from ccat_tf.dataset import stage_bounds, stage_for_step, total_steps
 
@@ -554,16 +642,18 @@ def run_ccat(seqs, size, seconds, cal, work, inputs_eval) -> tuple[list, dict]:
         "infer_seconds": time.perf_counter() - t1,
         "final_cat": Path(cat).name,
     }
-    return preds, info
+    return preds + [model.predict(x) for x in extra], info
 
 
 #: ``--set KEY=VALUE`` settings for the ``ccat`` method (to measure a candidate default).
 CCAT_SETTINGS: dict = {}
 
 
-def run_ccat_now(seqs: Sequences, seconds: float, work: Path, inputs_eval) -> tuple[list, dict]:
+def run_ccat_now(
+    seqs: Sequences, seconds: float, work: Path, inputs_eval, extra=()
+) -> tuple[list, dict]:
     """The ``ccat`` method: the project as a new user runs it, with only a time limit set (and
-    any ``--set`` settings, recorded in the result file)."""
+    any ``--set`` settings, recorded in the result file). ``extra``: as for :func:`run_ccat`."""
     import ccat_tf
     from ccat_tf.model import open_model, read_info
 
@@ -600,7 +690,7 @@ def run_ccat_now(seqs: Sequences, seconds: float, work: Path, inputs_eval) -> tu
         "infer_seconds": time.perf_counter() - t1,
         "final_cat": Path(cat).name,
     }
-    return preds, info
+    return preds + [model.predict(x) for x in extra], info
 
 
 # ---- an earlier result file (--before) ----------------------------------------------------
@@ -689,23 +779,27 @@ def footage_entry(name: str, scale: float, frames: int) -> tuple[np.ndarray, dic
         "size": f"{plate.shape[2]}x{plate.shape[1]}",
         "train_indices": train,
         "scored_indices": scored,
+        "temporal_pairs": temporal_pairs(len(plate), train, scored),
     }
 
 
-def baselines(inputs, truths, train, x_eval, y_eval, fix: str, methods) -> dict:
-    """identity, affine and poly2 (those in ``methods``), scored on the scored frames."""
+def baselines(inputs, truths, train, x_eval, y_eval, fix: str, methods, flicker=None) -> dict:
+    """identity, affine and poly2 (those in ``methods``), scored on the scored frames (and, with
+    a :class:`Flicker`, its temporal pairs)."""
     out = {}
+    x_all = x_eval + (flicker.x_next if flicker else [])
     for label in ("identity", "affine", "poly2"):
         if label not in methods:
             continue
         t = time.perf_counter()
         if label == "identity":
-            preds = [identity(x, truths.shape[-1]) for x in x_eval]
+            preds = [identity(x, truths.shape[-1]) for x in x_all]
         else:
             degree = 1 if label == "affine" else 2
             coef = fit_colour([inputs[i] for i in train], [truths[i] for i in train], degree)
-            preds = [apply_colour(x, coef, degree) for x in x_eval]
-        out[label] = {**score(preds, y_eval, fix), "seconds": time.perf_counter() - t}
+            preds = [apply_colour(x, coef, degree) for x in x_all]
+        seconds = time.perf_counter() - t
+        out[label] = {**score_all(preds, y_eval, fix, flicker), "seconds": seconds}
     return out
 
 
@@ -718,7 +812,13 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
     inputs, truths = quantise16(inputs), quantise16(truths)
     x_eval, y_eval = [inputs[i] for i in scored], [truths[i] for i in scored]
     row = {"footage": name, "fix": fix, "params": params, "methods": {}}
-    row["methods"].update(baselines(inputs, truths, train, x_eval, y_eval, fix, options["methods"]))
+    flicker = make_flicker(inputs, truths, scored, where.get("temporal_pairs", []))
+    if flicker is not None:
+        row.update(flicker.row)
+    x_next = flicker.x_next if flicker else []
+    row["methods"].update(
+        baselines(inputs, truths, train, x_eval, y_eval, fix, options["methods"], flicker)
+    )
     if options["before"] is not None:
         old = before_methods(options["before"], name, fix, params)
         if old is None:
@@ -733,11 +833,13 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
             log(f"calibrating {size} on {where['size']} frames")
             result["calibration"][cal_key] = calibrate(seqs, size, work / name / "cal")
         cal = result["calibration"][cal_key]
-        preds, info = run_ccat(seqs, size, options["seconds"], cal, work / name / fix, x_eval)
-        row["methods"][f"ccat_{size}"] = {**score(preds, y_eval, fix), **info}
+        preds, info = run_ccat(
+            seqs, size, options["seconds"], cal, work / name / fix, x_eval, x_next
+        )
+        row["methods"][f"ccat_{size}"] = {**score_all(preds, y_eval, fix, flicker), **info}
     if "ccat" in options["methods"]:
-        preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval)
-        row["methods"]["ccat"] = {**score(preds, y_eval, fix), **info}
+        preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, x_next)
+        row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
     return row
 
 
@@ -810,6 +912,8 @@ def format_row(row: dict) -> str:
         extra = f" ({v['steps']} steps)" if "steps" in v else ""
         if "model_size" in v:
             extra = f" ({v['steps']} steps, {v['model_size']}, {v['train_seconds']:.0f} s)"
+        if "tpsnr" in v:
+            extra += f" [t {v['tpsnr']:.2f} dB, warp x{v['warp_ratio']:.2f}]"
         parts.append(f"{m} {v['psnr']:.2f} dB {v['ssim']:.4f}{extra}")
     return "  ".join(parts)
 
@@ -920,9 +1024,39 @@ def markdown(result: dict) -> str:
                 for m in methods
             ]
             lines.append(f"| {row['footage']} | " + " | ".join(cells) + " |")
+    lines += temporal_table(result["rows"], methods)
     if any("ccat" in r["methods"] for r in result["rows"]):
         lines += goal_table(result["rows"])
     return "\n".join(lines)
+
+
+def temporal_table(rows: list[dict], methods: list[str]) -> list[str]:
+    """Issue 14's flicker numbers: temporal PSNR / flow-warped error ratio of every method (rows
+    of result files made before it have none: no table)."""
+    rows = [r for r in rows if "temporal_pairs" in r]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Flicker (issue 14), over pairs (scored frame, next frame): temporal PSNR, dB / "
+        "flow-warped temporal error of the output over the input's (x; the ground truth's in "
+        "its column; best temporal PSNR in bold)",
+        "",
+        "| footage | fix | pairs | ground truth (x) | "
+        + " | ".join(f"{m} tPSNR / (x)" for m in methods)
+        + " |",
+        "|" + "---|" * (4 + len(methods)),
+    ]
+    for row in rows:
+        ms = {m: v for m, v in row["methods"].items() if "tpsnr" in v}
+        best = max(ms, key=lambda m: ms[m]["tpsnr"]) if ms else None
+        cells = [row["footage"], row["fix"], str(row["temporal_pairs"])]
+        cells.append(f"{row['truth_warp_ratio']:.2f}")
+        for m in methods:
+            cell = f"{ms[m]['tpsnr']:.2f} / {ms[m]['warp_ratio']:.2f}" if m in ms else "-"
+            cells.append(f"**{cell}**" if m == best else cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv=None) -> None:

@@ -34,6 +34,9 @@ def test_split_is_six_even_training_frames_and_odd_scored_frames(bench):
     assert train == [0, 9, 19, 28, 38, 47]
     assert scored == [i for i in range(1, 48, 2) if i not in train]
     assert len(scored) == 21
+    pairs = bench.temporal_pairs(48, train, scored)
+    assert pairs[:3] == [[1, 2], [3, 4], [5, 6]] and [27, 28] not in pairs  # 28 is trained on
+    assert len(pairs) == 19
 
 
 def test_colour_fits_recover_a_colour_transform(bench):
@@ -93,6 +96,9 @@ def _check_scores(saved: dict, fixes: list[str], methods: set[str]) -> None:
         assert set(row["methods"]) == methods
         for m in row["methods"].values():
             assert math.isfinite(m["psnr"]) and -1 <= m["ssim"] <= 1
+            assert m["tpsnr"] > 0 and m["warp_ratio"] > 0  # issue 14's flicker numbers
+        assert row["temporal_pairs"] == 3  # (1, 2), (7, 8), (13, 14) of 16 frames
+        assert row["input_warp_error"] > 0 and row["truth_warp_ratio"] > 0
     vig = saved["rows"][0]["methods"]["identity"]
     assert vig["ring_rms"] > vig["centre_rms"]  # the vignette darkens the ring
 
@@ -122,6 +128,7 @@ def test_fixed_size_deadline_runs_on_a_tiny_sequence(bench, tmp_path):
     assert "small@64x48" in saved["calibration"]
     table = bench.markdown(result)
     assert "| synthetic | grade_vig |" in table and "ring / centre" in table
+    assert "Flicker (issue 14)" in table and "ccat_small tPSNR / (x)" in table
     assert "Goal" not in table  # no ccat method, no goal table
 
 
