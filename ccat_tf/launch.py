@@ -6,13 +6,15 @@ ways to start them (:func:`launch` picks one):
 * ``local``: N processes on this machine, talking over loopback. Each gets the variables a hand
   launch would set (``COPYCAT_MAIN_ADDR=127.0.0.1``, a free ``COPYCAT_MAIN_PORT``,
   ``COPYCAT_RANK`` 0..N-1, ``COPYCAT_WORLD_SIZE=N``), its share of the CPU threads, and with
-  ``gpus_per_task`` its own ``CUDA_VISIBLE_DEVICES``. A rank that fails stops the others
+  GPUs asked for, its own of them (``CUDA_VISIBLE_DEVICES``). A rank that fails stops the others
   (SIGTERM, then SIGKILL after a grace period) and its exit status is the launch's.
 * ``srun``: inside a SLURM job, one job step of N tasks (``srun --ntasks N``);
   ``ccat-tf train`` takes its rank, the world size and the main node from SLURM's variables.
-  ``--kill-on-bad-exit`` makes a failing task end the step.
+  ``--kill-on-bad-exit`` makes a failing task end the step; ``--gpus-per-task`` gives each task
+  its own GPUs.
 
-One process (``tasks == 1``) is simply ``ccat-tf train`` with the thread settings.
+One process (``tasks == 1``) is simply ``ccat-tf train`` with the thread settings, on the GPUs
+it sees (its SLURM job's, or ``CUDA_VISIBLE_DEVICES`` set by hand).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def choose_via(via: str, tasks: int, env: Mapping[str, str]) -> str:
     return via
 
 
-def check_counts(tasks: int, nodes: int, threads: int, gpus_per_task: int, via: str) -> None:
+def check_counts(tasks: int, nodes: int, threads: int, gpus: int, via: str) -> None:
     """One-line errors for counts no launch can honour."""
     if tasks < 1:
         raise SettingsError(f"train_tasks (--tasks) is {tasks}; give 1 or more processes")
@@ -71,8 +73,11 @@ def check_counts(tasks: int, nodes: int, threads: int, gpus_per_task: int, via: 
         )
     if threads < 1:
         raise SettingsError(f"launch --threads is {threads}; give 1 or more")
-    if gpus_per_task < 0:
-        raise SettingsError(f"launch --gpus-per-task is {gpus_per_task}; give 0 or more")
+    if gpus < 0 or gpus % tasks:
+        raise SettingsError(
+            f"launch --gpus is {gpus}; give 0, or a multiple of the {tasks} processes (each "
+            "gets the same number of GPUs)"
+        )
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -234,27 +239,25 @@ def launch(
     tasks: int = 1,
     nodes: int = 1,
     threads: int | None = None,
-    gpus_per_task: int = 0,
+    gpus: int = 0,
     via: str = "auto",
     grace: float = DEFAULT_GRACE,
 ) -> int:
     """Run ``ccat-tf ARGS`` (e.g. ``["train", "--settings-json", ...]``) as ``tasks`` ranks on
     ``nodes`` machines; return the exit status. ``threads``: CPU threads per SLURM task, or of
-    the whole local launch (shared by its ranks); default: every CPU of this machine."""
+    the whole local launch (shared by its ranks); default: every CPU of this machine.
+    ``gpus``: GPUs of the whole launch, the same number for each of several ranks (one process
+    uses the GPUs it sees)."""
     threads = threads or os.cpu_count() or 1
     via = choose_via(via, tasks, os.environ)
-    check_counts(tasks, nodes, threads, gpus_per_task, via)
+    check_counts(tasks, nodes, threads, gpus, via)
     command = ccat_command(args)
+    gpus_per_task = gpus // tasks
     if via == "srun":
         call = srun_command(command, tasks, nodes, threads, gpus_per_task)
         _exec(call, srun_env(os.environ, threads))
     if tasks == 1:
-        env = dict(os.environ) | thread_env(threads)
-        if gpus_per_task:
-            env["CUDA_VISIBLE_DEVICES"] = rank_devices(
-                os.environ.get("CUDA_VISIBLE_DEVICES"), 0, 1, gpus_per_task
-            )
-        _exec(command, env)
+        _exec(command, dict(os.environ) | thread_env(threads))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     return run_local(command, tasks, threads, gpus_per_task, grace, say=say)
 

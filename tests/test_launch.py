@@ -91,7 +91,8 @@ def test_auto_is_srun_inside_a_slurm_job_only_for_several_tasks():
         ((2, 3, 1, 0, "srun"), "train_nodes 3 is more than train_tasks 2"),
         ((2, 2, 1, 0, "local"), "train_nodes 2 needs SLURM"),
         ((2, 1, 0, 0, "local"), "--threads is 0"),
-        ((2, 1, 1, -1, "local"), "--gpus-per-task is -1"),
+        ((2, 1, 1, -1, "local"), "--gpus is -1"),
+        ((2, 1, 1, 3, "srun"), "--gpus is 3; give 0, or a multiple of the 2 processes"),
     ],
 )
 def test_impossible_counts_are_one_line_errors(counts, message):

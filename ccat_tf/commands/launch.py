@@ -25,13 +25,13 @@ def add_arguments(parser) -> None:
         "(default: this machine's CPU count)",
     )
     parser.add_argument(
-        "--gpus-per-task",
+        "--gpus",
         type=int,
         default=0,
         metavar="G",
-        help="give each rank its own G GPUs (local: CUDA_VISIBLE_DEVICES per rank, taken in "
-        "order from this machine's list; srun: --gpus-per-task); 0 (default): every rank sees "
-        "the GPUs its machine has",
+        help="GPUs of the whole launch, split evenly: each of several ranks gets its own "
+        "(local: CUDA_VISIBLE_DEVICES per rank, in order from this machine's list; srun: "
+        "--gpus-per-task); 0 (default), or one process: the GPUs it sees",
     )
     parser.add_argument(
         "--via",
@@ -72,7 +72,7 @@ def run(args) -> int:
         tasks=args.tasks,
         nodes=args.nodes,
         threads=args.threads,
-        gpus_per_task=args.gpus_per_task,
+        gpus=args.gpus,
         via=args.via,
         grace=args.grace,
     )
