@@ -108,12 +108,23 @@ def _disk_errors(folder: Path) -> Iterator[None]:
 
 
 def open_writer(folder: str | os.PathLike):
-    """The ``tf.summary`` writer of one run's folder (``<data_directory>/<run>``)."""
+    """The ``tf.summary`` writer of one run's folder (``<data_directory>/<run>``).
+
+    A reader elsewhere must see a running training's losses (CopyCat's Live Updates):
+    :func:`write_scalars` leaves ``as_default`` after each step, which flushes; events logged
+    inside one long ``as_default`` go to disk at the first event :data:`ccat_tf.live.INTERVAL`
+    seconds or more after the last flush (TensorFlow's default waits two minutes), and
+    :class:`ccat_tf.live.LiveProgress` flushes on that schedule too.
+    """
     import tensorflow as tf
+
+    from ccat_tf.live import INTERVAL
 
     folder = Path(folder)
     with _disk_errors(folder):
-        return tf.summary.create_file_writer(str(folder), filename_suffix=SUFFIX)
+        return tf.summary.create_file_writer(
+            str(folder), flush_millis=int(INTERVAL * 1000), filename_suffix=SUFFIX
+        )
 
 
 def write_scalars(writer, folder: str | os.PathLike, step: int, values: Mapping[str, float]):
