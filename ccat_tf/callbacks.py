@@ -417,6 +417,20 @@ class ProgressBar(StepCallback):
             self.stream.flush()
 
 
+class FirstStep(keras.callbacks.Callback):
+    """Calls ``done()`` once the first step has run (and at the end of training)."""
+
+    def __init__(self, done):
+        super().__init__()
+        self.done = done
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done()
+
+    def on_train_end(self, logs=None):
+        self.done()
+
+
 def _fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "--:--"
@@ -456,6 +470,7 @@ __all__ = [
     "DataDirectoryWriter",
     "SummaryLogger",
     "ProgressBar",
+    "FirstStep",
     "standard_callbacks",
     "best_checkpoint_path",
 ]

@@ -36,6 +36,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -420,3 +421,37 @@ def lost_rank_error(err: Exception, cluster: Cluster, timeout: float) -> RankErr
         f"rank {cluster.rank}: {who} stopped answering (died, or no reply within rank_timeout "
         f"{timeout:g} s); rank 0's last saved progress is kept: start every rank again to resume"
     )
+
+
+class Watchdog:
+    """Ends this process with ``message`` (one line on stderr) unless :meth:`stop` is called
+    within ``seconds``: TensorFlow's own timeouts do not cover its start-up (a rank that dies
+    between the rendezvous and the first step leaves the others waiting in TensorFlow's C++,
+    which holds the Python interpreter: a thread of this process could not act). So the watch is
+    a small separate process, which kills this one (SIGKILL: exit status 137) when time is up,
+    and ends by itself when this process ends."""
+
+    SCRIPT = (
+        "import os, sys, time\n"
+        "parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]\n"
+        "end = time.monotonic() + seconds\n"
+        "while time.monotonic() < end:\n"
+        "    time.sleep(0.5)\n"
+        "    if os.getppid() != parent: sys.exit(0)\n"
+        "sys.stderr.write('ccat-tf: error: ' + message + '\\n'); sys.stderr.flush()\n"
+        "os.kill(parent, 9)\n"
+    )
+
+    def __init__(self, seconds: float, message: str):
+        import subprocess
+
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, str(os.getpid()), str(seconds), message],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()

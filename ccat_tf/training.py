@@ -400,6 +400,7 @@ class TrainingRun:
     # ---- distributed training (ccat_tf.distributed) ----
     cluster: Any = None  #: distributed.Cluster of this process (None: training alone)
     workers: list = field(default_factory=list)  #: every rank's TensorFlow host:port
+    watchdog: Any = None  #: distributed.Watchdog until the first step has run
 
     @property
     def writes(self) -> bool:
@@ -550,6 +551,14 @@ class TrainingRun:
         from ccat_tf import distributed
 
         s, rank = self.settings, self.cluster.rank
+        # Until the first step is done (TrainingRun.fit), nothing else bounds the wait for
+        # the other ranks' TensorFlow.
+        self.watchdog = distributed.Watchdog(
+            s.rank_timeout,
+            f"rank {rank}: the other ranks did not start training within rank_timeout "
+            f"{s.rank_timeout:g} s (one died or is still loading its frames); start every rank "
+            "again, or raise rank_timeout",
+        )
         self.strategy = distributed.make_strategy(
             self.workers,
             rank,
@@ -747,7 +756,7 @@ class TrainingRun:
     def fit(self) -> None:
         """The on_training_start hook, then the training loop over the remaining steps (stopped
         early by a NaN loss, a signal, a hook or the time limit: see :meth:`raise_if_stopped`)."""
-        from ccat_tf.callbacks import standard_callbacks
+        from ccat_tf.callbacks import FirstStep, standard_callbacks
 
         n_in, n_out = self._network_channels()
         last = max(self.total, self.max_total)
@@ -762,6 +771,8 @@ class TrainingRun:
         cbs.extend(self.user_callbacks)
         if self.writes:
             self._start_hooks()
+        if self.watchdog is not None:
+            cbs.insert(0, FirstStep(self.watchdog.stop))
         stopper.install()
         self.loop.stop_wanted = lambda: stopper.received is not None
         try:

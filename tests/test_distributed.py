@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -207,6 +208,10 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 import ccat_tf
 from ccat_tf.errors import CcatError
+if "--die-after-meeting" in sys.argv:  # a rank that dies between the rendezvous and TensorFlow
+    import os
+    from ccat_tf.training import TrainingRun
+    TrainingRun.load_frames = lambda self: os._exit(9)
 try:
     print("RESULT" + str(ccat_tf.train(json.loads(sys.argv[1]), progress_bar=False)), flush=True)
 except CcatError as err:
@@ -215,9 +220,10 @@ except CcatError as err:
 """
 
 
-def launch(settings_: dict, world: int, port: int, ranks=None, env=None) -> list:
+def launch(settings_: dict, world: int, port: int, ranks=None, env=None, dies=()) -> list:
     procs = []
     for rank in ranks if ranks is not None else range(world):
+        extra = ["--die-after-meeting"] if rank in dies else []
         e = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
         e.update(
             COPYCAT_MAIN_ADDR="127.0.0.1",
@@ -227,7 +233,7 @@ def launch(settings_: dict, world: int, port: int, ranks=None, env=None) -> list
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", RANK, json.dumps(settings_)],
+                [sys.executable, "-c", RANK, json.dumps(settings_), *extra],
                 env=e,
                 cwd=REPO,
                 stdout=subprocess.PIPE,
@@ -285,3 +291,111 @@ def test_two_processes_on_loopback_train_what_one_process_trains(tiny_dataset, t
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(
         p.name for p in (tmp_path / "two").iterdir()
     )
+
+
+def wait_for(predicate, procs, timeout=240):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        for p in procs:
+            if p.poll() is not None:
+                pytest.fail(f"a rank ended early: {p.communicate()[1][-3000:]}")
+        time.sleep(0.2)
+    pytest.fail("timed out waiting")
+
+
+def long_run(tiny_dataset, tmp_path, **kw):
+    return {
+        **tiny_settings(
+            tiny_dataset,
+            tmp_path / "dd",
+            epochs=2000,
+            batch_size=4,
+            checkpoint_interval=1000,
+            contact_sheet_interval=10,  # progress every 10 steps
+        ),
+        **kw,
+    }
+
+
+def test_sigterm_stops_every_rank_at_one_step_rank_0_saves_and_a_relaunch_resumes(
+    tiny_dataset, tmp_path
+):
+    s = long_run(tiny_dataset, tmp_path)
+    procs = launch(s, 2, free_port())
+    wait_for(lambda: (tmp_path / "dd" / "progress.ost").exists(), procs)
+    procs[1].send_signal(signal.SIGTERM)  # one rank only: the other follows at the same step
+    results = finish(procs, timeout=120)
+    assert [code for code, _, _ in results] == [75, 75], results[0][2][-2000:]
+    saved = results[0][2].split("SIGTERM received: progress saved at step ")[1].split()[0]
+    assert f"rank 1: stopped at step {saved} of 2000" in results[1][2]
+    assert not any(p.name.startswith("rank") for p in (tmp_path / "dd").iterdir())
+    # the same launch resumes (fewer epochs: a compatible change, to end soon)
+    resumed = {**s, "epochs": int(saved) + 6}
+    results = finish(launch(resumed, 2, free_port()))
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:]
+    assert f"resuming run1 at step {saved} of {int(saved) + 6}" in results[0][2]
+    assert f"resuming run1 at step {saved}" in results[1][2]
+    import ccat_tf
+
+    runs = ccat_tf.list_runs(tmp_path / "dd")
+    assert [(r["status"], r["first_step"]) for r in runs] == [
+        ("interrupted", 0),
+        ("finished", int(saved)),
+    ]
+
+
+def test_a_killed_rank_ends_the_others_in_bounded_time_and_a_relaunch_resumes(
+    tiny_dataset, tmp_path
+):
+    s = long_run(tiny_dataset, tmp_path, rank_timeout=20)
+    procs = launch(s, 2, free_port())
+    wait_for(lambda: (tmp_path / "dd" / "progress.ost").exists(), procs)
+    procs[1].kill()
+    t0 = time.monotonic()
+    code, _, err = finish(procs[:1], timeout=180)[0]
+    waited = time.monotonic() - t0
+    procs[1].wait()
+    print(f"rank 0 ended {waited:.1f} s after rank 1 was killed: {err.strip().splitlines()[-1]}")
+    assert code not in (0, None) and waited < 20 + 60
+    assert "rank 1 stopped answering" in err.strip().splitlines()[-1]
+    from ccat_tf import state
+
+    kept = state.load_latest_progress(tmp_path / "dd")
+    assert kept is not None and kept.step >= 10
+    results = finish(launch({**s, "epochs": kept.step + 4}, 2, free_port()))
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:]
+    assert f"resuming run1 at step {kept.step}" in results[0][2]
+
+
+@pytest.mark.slow
+def test_a_rank_that_hangs_ends_the_others_after_rank_timeout(tiny_dataset, tmp_path):
+    s = long_run(tiny_dataset, tmp_path, rank_timeout=15)
+    procs = launch(s, 2, free_port())
+    wait_for(lambda: (tmp_path / "dd" / "progress.ost").exists(), procs)
+    procs[1].send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        code, _, err = finish(procs[:1], timeout=180)[0]
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+    waited = time.monotonic() - t0
+    print(f"rank 0 ended {waited:.1f} s after rank 1 hung: {err.strip().splitlines()[-1]}")
+    assert code not in (0, None) and waited < 15 + 60
+    assert "stopped answering" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_before_tensorflow_starts_ends_the_others(tiny_dataset, tmp_path):
+    s = long_run(tiny_dataset, tmp_path, rank_timeout=15)
+    procs = launch(s, 2, free_port(), dies=(1,))
+    t0 = time.monotonic()
+    results = finish(procs, timeout=180)
+    waited = time.monotonic() - t0
+    code, _, err = results[0]
+    print(f"rank 0 ended after {waited:.1f} s: {err.strip().splitlines()[-1]}")
+    assert results[1][0] == 9
+    assert code not in (0, None) and waited < 15 + 90
+    assert "rank 0" in err.strip().splitlines()[-1]
