@@ -468,6 +468,9 @@ NO_RETRAIN_EDITS = {
     "contact_sheet_interval": 3,
     "on_checkpoint": ["studio_hooks:notify"],
     "run_name": "take2",
+    # how many processes train it (resources of the job, not params): a finished shot stays
+    "train_tasks": 2,
+    "train_nodes": 1,
 }  # (use_gpu_if_available is an inference setting too: it reruns inference, not training)
 
 
@@ -606,6 +609,30 @@ def test_tiny_workflow_end_to_end(tiny_workdir):
     # The report holds the graph, contact sheet, preview and output frames.
     snakemake(work, "--report", str(work / "report.html"), timeout=600)
     assert (work / "report.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_two_local_processes_train_the_shot_through_the_workflow(tiny_workdir):
+    """train_tasks: 2 with the local executor: ccat_tf.launch starts two ranks on loopback
+    that train one network; rank 0 alone writes the Data Directory (one run, one model)."""
+    work = tiny_workdir
+    config = tiny_config(work)
+    config["shots"]["tiny"]["train_tasks"] = 2
+    write_config(work, config)
+    result = snakemake(work, "--cores", "2", "-p", "results/tiny/model.cat", timeout=1800)
+    assert "python -m ccat_tf.launch --tasks 2 --nodes 1 --threads 2" in result.stderr
+    log = train_log(work)
+    assert "rank 0: 2 replicas in 2 ranks" in log and "rank 1: 2 replicas in 2 ranks" in log
+    assert "rank 1: trained 20 steps; rank 0 writes the model" in log
+    data = work / "results" / "tiny" / "train"
+    (run,) = json.loads((data / "runs.json").read_text())["runs"]
+    assert (run["status"], run["last_step"], run["total_steps"]) == ("finished", 20, 20)
+    assert (work / "results" / "tiny" / "model.cat").stat().st_size > 0
+    assert sorted(p.name for p in data.glob("*.cat")) == [
+        "run1.best.cat",
+        "run1.step0000010.cat",
+        "run1.step0000020.cat",
+    ]
 
 
 def ran_rules(result: subprocess.CompletedProcess) -> set[str]:
