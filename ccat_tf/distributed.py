@@ -398,6 +398,33 @@ def make_strategy(workers, rank: int, timeout: float, *, use_gpu: bool, determin
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
+def check_digests(strategy, digest: dict[str, str], rank: int) -> None:
+    """Compare ``digest`` across every rank through a collective (launches by TF_CONFIG have no
+    rendezvous): RankError naming the differing items and ranks, raised on every rank."""
+    import numpy as np
+    import tensorflow as tf
+
+    keys = sorted(digest)
+    # 12 hex digits = 48 bits: exact in float64, which every collective implementation gathers.
+    own = np.array([[int(digest[k][:12], 16) for k in keys]], np.float64)
+    values = strategy.experimental_distribute_values_from_function(lambda _ctx: tf.constant(own))
+    rows = strategy.gather(values, axis=0).numpy()
+    local = max(1, strategy.num_replicas_in_sync // _workers(strategy))  # replicas per rank
+    different = [k for i, k in enumerate(keys) if len(set(rows[:, i])) > 1]
+    if different:
+        ranks = sorted({r // local for r in range(len(rows)) if (rows[r] != rows[0]).any()})
+        raise RankError(
+            f"rank {rank}: rank {', '.join(map(str, ranks))} was started with other "
+            f"{', '.join(different[:4])} than rank 0; start every rank with the same settings "
+            "and data set (and the same shared Data Directory)"
+        )
+
+
+def _workers(strategy) -> int:
+    resolver = strategy.cluster_resolver
+    return len(resolver.cluster_spec().as_dict().get("worker", [])) or 1
+
+
 #: Words of TensorFlow's errors when a peer is gone (collective timeout, lost connection,
 #: coordination service's missing heartbeats).
 _LOST = re.compile(

@@ -414,6 +414,13 @@ class TrainingRun:
         self.meet()
         self.load_frames()
         try:
+            return self._train()
+        finally:
+            if self.watchdog is not None:  # a distributed rank that stopped before a step
+                self.watchdog.stop()
+
+    def _train(self) -> Path:
+        try:
             self.build()
         except BaseException:
             self.cache.close()
@@ -566,6 +573,8 @@ class TrainingRun:
             use_gpu=s.use_gpu_if_available,
             deterministic=s.deterministic,
         )
+        if self.cluster.workers:  # launched by TF_CONFIG: no rendezvous compared the digests
+            distributed.check_digests(self.strategy, self._digest(), rank)
         replicas, world = self.strategy.num_replicas_in_sync, self.cluster.world
         if self.info.batch_size % replicas:
             raise SettingsError(
