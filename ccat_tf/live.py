@@ -6,10 +6,14 @@ at least every :data:`INTERVAL` seconds while it trains (:class:`LiveProgress`):
 * its run's entry in ``runs.json`` (``last_step``, ``last_loss``, ``steps_per_second``,
   ``stage``, ``updated``), rewritten atomically, so ``ccat-tf runs`` shows where it is;
 * its TensorBoard ``.summary`` file, flushed, so ``tensorboard --logdir``, ``ccat-tf
-  summary-csv`` and ``ccat-tf graph`` show its losses.
+  summary-csv`` and ``ccat-tf graph`` show its losses (the training logs, and so flushes,
+  every step: see :func:`ccat_tf.summary.open_writer`).
 
-:func:`follow` (``ccat-tf runs DIR --follow``) reads ``runs.json`` (never the lock, never the
-event files: a reader cannot disturb the writer) and shows one live line until the run ends.
+:func:`follow` (``ccat-tf runs DIR --follow``) shows one live line until the run ends: the run
+(status, total) from ``runs.json``, its latest step, loss, speed and resolution from what was
+appended to its newest event file since the last look (:class:`EventTail`), or from
+``runs.json`` when there is none. It only reads, and only whole files the writer replaced
+atomically or records the writer finished, so it cannot disturb the writer.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import struct
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +100,94 @@ class LiveProgress:
 # ---- the follower's side -----------------------------------------------------------------------
 
 
+def stage_label(scale: float | None) -> str:
+    """The resolution of a stage as the progress bar shows it: ``1/4``, ``1/2``, ``full``."""
+    labels = {0.25: "1/4", 0.5: "1/2", 1.0: "full"}
+    return "-" if scale is None else labels.get(round(scale, 4), f"{scale:g}")
+
+
+class EventTail:
+    """The scalars a run's training appended to its newest event file since the last
+    :meth:`read`, and from them its latest step, loss, resolution and speed (steps per second
+    over the last :data:`SPEED_WINDOW` seconds of wall time). A record still being written is
+    read the next time; a damaged one is skipped."""
+
+    SPEED_WINDOW = 30.0
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path: Path | None = None
+        self.offset = 0
+        self.latest: dict[str, Any] = {}  # last_step, last_loss, stage, wall
+        self._steps: deque = deque()  # (wall time, step) of the recent losses
+
+    def read(self) -> dict[str, Any]:
+        """Read what was appended; return ``{last_step, last_loss, stage, steps_per_second,
+        wall}`` as far as known (``{}`` before the first loss)."""
+        from tensorboard.compat.proto import event_pb2
+
+        from ccat_tf.summary import SUFFIX, tensor_scalar
+        from ccat_tf.tfrecord import _record_at
+
+        newest = self._newest(SUFFIX)
+        if newest is None:
+            return self.progress()
+        if newest != self.path:  # a resumed run writes a new file
+            self.path, self.offset = newest, 0
+        try:
+            with open(newest, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(64 * 2**20)
+        except OSError:
+            return self.progress()
+        pos = 0
+        while len(data) - pos >= 16:
+            (length,) = struct.unpack_from("<Q", data, pos)
+            end = pos + 16 + length
+            if end > len(data):
+                break  # the writer has not finished this record yet
+            body = _record_at(data, pos)
+            pos = end
+            if body is None:
+                continue
+            event = event_pb2.Event()
+            try:
+                event.ParseFromString(body)
+            except Exception:  # noqa: BLE001 - a record with good checksums but bad contents
+                continue
+            for v in event.summary.value:
+                value = tensor_scalar(v.tensor) if v.HasField("tensor") else v.simple_value
+                self._take(int(event.step), float(event.wall_time), v.tag, value)
+        self.offset += pos
+        return self.progress()
+
+    def _newest(self, suffix: str) -> Path | None:
+        try:
+            files = [p for p in self.folder.iterdir() if p.name.endswith(suffix) and p.is_file()]
+        except OSError:
+            return None
+        return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+
+    def _take(self, step: int, wall: float, tag: str, value) -> None:
+        if value is None:
+            return
+        if tag == "loss":
+            self.latest.update(last_step=step, last_loss=float(value), wall=wall)
+            self._steps.append((wall, step))
+            while self._steps and wall - self._steps[0][0] > self.SPEED_WINDOW:
+                self._steps.popleft()
+        elif tag == "stage_scale":
+            self.latest["stage"] = stage_label(float(value))
+
+    def progress(self) -> dict[str, Any]:
+        out = dict(self.latest)
+        if len(self._steps) >= 2:
+            (t0, s0), (t1, s1) = self._steps[0], self._steps[-1]
+            if t1 > t0:
+                out["steps_per_second"] = (s1 - s0) / (t1 - t0)
+        return out
+
+
 def format_duration(seconds: float) -> str:
     """``1:02:03``, ``02:03``, or ``--:--`` when unknown."""
     if not math.isfinite(seconds) or seconds < 0:
@@ -132,8 +226,10 @@ def progress_line(run: dict[str, Any]) -> str:
     return visible("  ".join(parts))
 
 
-def _age(run: dict[str, Any], now: float) -> float:
-    """Seconds since the run last wrote its entry (its live update, else its start)."""
+def _last_sign_of_life(run: dict[str, Any], live: dict[str, Any]) -> float:
+    """When the run last wrote anything (its last logged step, or its run-table entry: a live
+    update, else its start), in seconds since the epoch; 0 if unknown."""
+    times = [live.get("wall") or 0.0]
     for key in ("updated", "started"):
         try:
             stamp = dt.datetime.fromisoformat(str(run.get(key)))
@@ -141,8 +237,8 @@ def _age(run: dict[str, Any], now: float) -> float:
             continue
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.timezone.utc)
-        return now - stamp.timestamp()
-    return 0.0
+        times.append(stamp.timestamp())
+    return max(times)
 
 
 def _pick(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,6 +270,7 @@ def follow(
             "with this data_directory first (it adds its run when it starts)"
         )
     run_id = _pick(runs)["id"]
+    tail = EventTail(folder / str(_pick(runs)["name"]))
     tty = hasattr(out, "isatty") and out.isatty()
     shown = ""
     while True:
@@ -183,6 +280,9 @@ def follow(
                 f"run {run_id} left {folder / RUNS_FILE} while followed (renamed table or moved "
                 "away); follow again"
             )
+        live = tail.read()
+        if live.get("last_step", -1) >= (run.get("last_step") or 0):  # the events are newer
+            run = {**run, **{k: v for k, v in live.items() if k != "wall"}}
         line = progress_line(run)
         if line != shown:
             out.write(f"\r{line}\x1b[K" if tty else line + "\n")
@@ -192,13 +292,13 @@ def follow(
             if tty:
                 out.write("\n")
             return 0
-        if _age(run, clock()) > stale_after:
+        if clock() - _last_sign_of_life(run, live) > stale_after:
             if tty:
                 out.write("\n")
             raise DataDirectoryError(
-                f"run {run.get('name')} in {folder} has not reported for more than "
-                f"{stale_after:g} s (it updates {RUNS_FILE} every {INTERVAL:g} s while it trains): "
-                "its process may have died; train again to resume it"
+                f"run {run.get('name')} in {folder} has written nothing for more than "
+                f"{stale_after:g} s (a training logs every step and updates {RUNS_FILE} every "
+                f"{INTERVAL:g} s): its process may have died; train again to resume it"
             )
         sleep(poll)
         try:

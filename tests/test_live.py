@@ -108,8 +108,8 @@ def test_follow_shows_a_running_run_and_ends_with_it(tmp_path):
 def test_follow_of_a_run_that_stopped_reporting_gives_up_in_one_line(tmp_path):
     run = runs.start_run(tmp_path, {}, 0, 100)
     long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc).isoformat()
-    runs.update_run(tmp_path, run["id"], updated=long_ago)
-    with pytest.raises(DataDirectoryError, match="has not reported for more than 900 s"):
+    runs.update_run(tmp_path, run["id"], started=long_ago, updated=long_ago)
+    with pytest.raises(DataDirectoryError, match="has written nothing for more than 900 s"):
         live.follow(tmp_path, io.StringIO(), poll=0.01)
 
 
@@ -125,3 +125,71 @@ def test_runs_follow_on_the_command_line(tmp_path, capsys):
     )
     assert main(["runs", str(tmp_path), "--follow", "--json"]) == 2
     assert "leave out --rename and --json" in capsys.readouterr().err
+
+
+def _write_steps(writer, folder, steps, stage=0.5):
+    from ccat_tf.summary import write_scalars
+
+    for step in steps:
+        write_scalars(writer, folder, step, {"loss": 1.0 / step, "stage_scale": stage})
+
+
+def test_the_event_tail_reads_only_whole_new_records(tmp_path):
+    """What a training logged since the last look, from its newest event file; a record the
+    writer has not finished yet is read the next time."""
+    from ccat_tf.summary import open_writer
+
+    folder = tmp_path / "run1"
+    writer = open_writer(folder)
+    _write_steps(writer, folder, range(1, 6))
+    writer.close()
+    (events,) = folder.glob("*.summary")
+    whole = events.read_bytes()
+    tail = live.EventTail(folder)
+    seen = tail.read()
+    assert (seen["last_step"], seen["stage"]) == (5, "1/2")
+    assert seen["last_loss"] == pytest.approx(0.2)  # logged as float32
+    assert seen["steps_per_second"] > 0
+    assert tail.offset == len(whole)  # everything so far was read, nothing twice
+    assert tail.read()["last_step"] == 5
+    # a resumed run writes a new file; its last record still being written is not read yet
+    writer = open_writer(folder)
+    _write_steps(writer, folder, [6])
+    writer.close()
+    newest = max(folder.glob("*.summary"), key=lambda p: p.stat().st_mtime_ns)
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) - 5])  # the last record (step 6's stage), cut short
+    fresh = live.EventTail(folder)
+    assert fresh.read()["last_step"] == 6 and "stage" not in fresh.read()
+    newest.write_bytes(data)
+    assert fresh.read()["stage"] == "1/2"
+
+
+def test_follow_reads_a_training_that_only_logs_its_steps(tmp_path):
+    """Without any live update of runs.json, the follower takes the steps from the event
+    file the training flushes every step."""
+    from ccat_tf.summary import open_writer
+
+    run = runs.start_run(tmp_path, {}, first_step=0, total_steps=40)
+    folder = tmp_path / run["name"]
+    writer = open_writer(folder)
+
+    def train():
+        for start in (1, 11, 21, 31):
+            time.sleep(0.1)
+            _write_steps(writer, folder, range(start, start + 10), stage=1.0)
+        time.sleep(0.1)
+        writer.close()
+        runs.update_run(tmp_path, run["id"], status="finished", last_step=40)
+
+    out = io.StringIO()
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    try:
+        assert live.follow(tmp_path, out, poll=0.02) == 0
+    finally:
+        trainer.join()
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("run1  step 20/40  loss 0.05000") for line in lines), lines
+    assert all("res full" in line for line in lines[1:]), lines
+    assert lines[-1].startswith("run1  step 40/40  loss 0.02500") and lines[-1].endswith("finished")
