@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +197,32 @@ def test_follow_reads_a_training_that_only_logs_its_steps(tmp_path):
     assert any(line.startswith("run1  step 20/40  loss 0.05000") for line in lines), lines
     assert all("res full" in line for line in lines[1:]), lines
     assert lines[-1].startswith("run1  step 40/40  loss 0.02500") and lines[-1].endswith("finished")
+
+
+@pytest.mark.slow
+def test_follow_a_real_training_to_its_end(tmp_path):
+    """`ccat-tf train` in another process; the follower shows its steps while it runs, then
+    its end."""
+    repo = Path(__file__).resolve().parents[1]
+    plate = repo / "demo" / "bikes"
+    command = [sys.executable, "-m", "ccat_tf", "train", "--data-directory", str(tmp_path)]
+    command += ["--input", str(plate / "plate" / "bikes.####.png")]
+    command += ["--ground-truth", str(plate / "groundtruth" / "bikes.####.png")]
+    command += ["--frames", "1001-1019x6", "--model-size", "small", "--crop-size", "32"]
+    command += ["--batch-size", "2", "--epochs", "60", "--no-use-gpu-if-available"]
+    env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
+    training = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):
+            if (tmp_path / "runs.json").exists() or training.poll() is not None:
+                break
+            time.sleep(0.1)
+        out = io.StringIO()
+        assert live.follow(tmp_path, out, poll=0.2) == 0
+        assert training.wait(timeout=600) == 0
+    finally:
+        training.kill()
+    lines = out.getvalue().splitlines()
+    steps = [int(line.split()[2].split("/")[0]) for line in lines]
+    assert any(0 < step < 120 for step in steps), lines  # seen while it ran
+    assert lines[-1].startswith("run1  step 120/120") and lines[-1].endswith("finished"), lines
