@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -238,3 +239,38 @@ def test_the_command_line_names_the_setting_in_one_line():
         timeout=60,
     )
     assert proc.returncode == 2 and "launch needs the command the ranks run" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_local_launch_saves_and_the_same_launch_resumes(tmp_path):
+    """Preemption of a 2-rank local training: the launcher passes SIGTERM on, rank 0 saves the
+    progress, the launch exits 75; the same command again resumes and finishes."""
+    plate = REPO / "demo" / "bikes"
+    data = tmp_path / "dd"
+    command = [sys.executable, "-m", "ccat_tf.launch", "--tasks", "2", "--threads", "2", "--"]
+    command += ["train", "--data-directory", str(data), "--output", str(tmp_path / "m.cat")]
+    command += ["--input", str(plate / "plate" / "bikes.####.png")]
+    command += ["--ground-truth", str(plate / "groundtruth" / "bikes.####.png")]
+    command += ["--frames", "1001-1019x6", "--model-size", "small", "--crop-size", "32"]
+    command += ["--batch-size", "2", "--epochs", "60", "--contact-sheet-interval", "5"]
+    command += ["--no-use-gpu-if-available"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):
+            if (data / "progress.ost").exists() or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 75, err[-2000:]
+    assert "SIGTERM received: progress saved at step" in err, err[-2000:]
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert re.search(r"resuming \S+ at step [1-9]", again.stderr), again.stderr[:2000]
+    stopped, resumed = json.loads((data / "runs.json").read_text())["runs"]  # a resume: a run
+    assert stopped["status"] == "interrupted" and stopped["last_step"] > 0
+    assert (resumed["status"], resumed["first_step"]) == ("finished", stopped["last_step"])
+    assert resumed["last_step"] == 120
