@@ -68,6 +68,7 @@ class StepLoop:
         net, optimizer, strategy = self.trainer.network, self.trainer.optimizer, self.strategy
         n, kind = self.replicas, self.loss
 
+        @tf.autograph.experimental.do_not_convert
         def replica_step(x, y, stop):
             with tf.GradientTape() as tape:
                 error = net(x, training=True) - y
@@ -77,7 +78,10 @@ class StepLoop:
             optimizer.apply(tape.gradient(scaled, variables), variables)
             return loss, tf.identity(stop)
 
-        @tf.function
+        # As Keras's fit: no autograph (no tensor-dependent Python control flow here), and one
+        # shape-generic trace once a second crop size (the next multi-resolution stage) comes.
+        @tf.function(reduce_retracing=True)
+        @tf.autograph.experimental.do_not_convert
         def step(batch, stop):
             x, y = batch
             loss, flag = strategy.run(replica_step, args=(x, y, stop))

@@ -136,7 +136,11 @@ def _replicas_for(devices: list[str], batch_size: int) -> list[str]:
 
 
 def _make_trainer(net, loss: str = "mae"):
-    """Keras model around ``net`` whose train_step minimises ``loss`` (``mae`` or ``mse``)."""
+    """Keras model around ``net`` whose train_step minimises ``loss`` (``mae`` or ``mse``).
+
+    Training runs its steps with :class:`~ccat_tf.train_loop.StepLoop` (the callbacks see this
+    model: ``network``, ``optimizer``, ``stop_training``); pretraining runs this train_step with
+    Keras ``fit``, on one device."""
     import keras
     import tensorflow as tf
 
@@ -156,7 +160,8 @@ def _make_trainer(net, loss: str = "mae"):
                 pred = self.network(x, training=True)
                 error = pred - y
                 loss = tf.reduce_mean(tf.abs(error) if loss_kind == "mae" else tf.square(error))
-                # Gradients are summed across replicas: scale so the sum is the global mean.
+                # One replica (pretraining): no division by the replica count is needed;
+                # train_loop.StepLoop divides for several.
                 scaled = self.optimizer.scale_loss(loss)
             variables = self.network.trainable_variables
             grads = tape.gradient(scaled, variables)
@@ -401,6 +406,7 @@ class TrainingRun:
     cluster: Any = None  #: distributed.Cluster of this process (None: training alone)
     workers: list = field(default_factory=list)  #: every rank's TensorFlow host:port
     watchdog: Any = None  #: distributed.Watchdog until the first step has run
+    scratch: Path | None = None  #: a rank other than 0's own folder (its HDF5 frame cache)
 
     @property
     def writes(self) -> bool:
@@ -412,12 +418,16 @@ class TrainingRun:
         if finished is not None:
             return finished
         self.meet()
-        self.load_frames()
         try:
+            self.load_frames()
             return self._train()
         finally:
             if self.watchdog is not None:  # a distributed rank that stopped before a step
                 self.watchdog.stop()
+            if self.scratch is not None:
+                import shutil
+
+                shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _train(self) -> Path:
         try:
@@ -523,7 +533,9 @@ class TrainingRun:
         """The frame cache the crops are cut from (memory or HDF5; a rank other than 0 keeps
         an HDF5 cache it must build out of the Data Directory)."""
         notices: list[str] = []
-        folder = self.data_dir if self.writes else _scratch_folder()
+        if not self.writes:
+            self.scratch = _scratch_folder()
+        folder = self.scratch or self.data_dir
         self.cache = open_cache(self.info, self.settings, folder, notices)
         for n in notices:
             _say(n)
