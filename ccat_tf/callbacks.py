@@ -344,9 +344,19 @@ class SummaryLogger(StepCallback):
     """Loss, stage and speed of every step into the run's TensorBoard ``.summary`` file."""
 
     def on_train_begin(self, logs=None):
+        from ccat_tf.live import LiveProgress
+
+        ctx = self.ctx
         self._t = time.perf_counter()
+        self._live = None
+        if ctx.writer is not None:  # the writing rank: runs.json follows the run every 10 s
+            self._live = LiveProgress(
+                ctx.data_directory, ctx.run_id, writer=ctx.writer, summary_folder=ctx.summary_folder
+            )
 
     def on_train_batch_end(self, batch, logs=None):
+        from ccat_tf.live import stage_label
+
         ctx = self.ctx
         if ctx.writer is None or ctx.stop_reason == "nan":
             return
@@ -361,6 +371,8 @@ class SummaryLogger(StepCallback):
             "steps_per_second": sps,
         }
         summary.write_scalars(ctx.writer, ctx.summary_folder, step, values)
+        if self._live is not None:
+            self._live.step_done(step, values["loss"], stage_label(values["stage_scale"]))
 
 
 class ProgressBar(StepCallback):

@@ -87,15 +87,21 @@ def test_follow_shows_a_running_run_and_ends_with_it(tmp_path):
     progress = live.LiveProgress(tmp_path, run["id"], interval=1, clock=clock)
     progress.step_done(1, 1.0, "1/4")
 
+    out = io.StringIO()
+
+    def shown(step):  # the follower printed this step (so a loaded machine cannot skip one)
+        deadline = time.monotonic() + 30
+        while f"step {step}/300" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def train():
+        shown(0)
         for step in (100, 200, 300):
-            time.sleep(0.15)
             clock.now += 2
             progress.step_done(step, 1.0 / step, "1/4" if step < 200 else "full")
-        time.sleep(0.15)
+            shown(step)
         runs.update_run(tmp_path, run["id"], status="finished", last_step=300)
 
-    out = io.StringIO()
     trainer = threading.Thread(target=train)
     trainer.start()
     try:
