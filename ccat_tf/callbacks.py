@@ -71,6 +71,9 @@ class RunContext:
     best_step: int | None = None
     loss_watch: dict = field(default_factory=dict)  # guard.LossWatch.to_dict of a resumed run
     saved_state: dict | None = None  # persistent_state() as the last progress file has it
+    # ---- distributed training (ccat_tf.distributed) ----
+    writes: bool = True  # this process writes the Data Directory (rank 0, or a lone process)
+    rank: int = 0
 
     @property
     def summary_folder(self) -> Path:
@@ -171,8 +174,12 @@ class SignalStop(StepCallback):
         return self._received
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._received and self.ctx.stop_reason is None:
-            self.ctx.stop_reason = f"signal:{self._received}"
+        # The training loop shares every process's wish to stop (``logs["stop"]``), so all
+        # ranks stop at the same step; a rank that got no signal itself stops as SIGTERM.
+        logs = logs or {}
+        wanted = logs["stop"] if "stop" in logs else self._received is not None
+        if wanted and self.ctx.stop_reason is None:
+            self.ctx.stop_reason = f"signal:{self._received or 'SIGTERM'}"
             self.model.stop_training = True
 
 
@@ -186,6 +193,10 @@ class DataDirectoryWriter(StepCallback):
         step = self.global_step(batch)
         s = ctx.settings
         stopping = ctx.stop_reason is not None
+        if not ctx.writes:  # another rank: the guard's validation only, no file
+            if step % s.checkpoint_interval == 0 and step < ctx.total_steps:
+                self.checkpoint(step)
+            return
         if step % s.contact_sheet_interval == 0:
             self.contact_sheet(step)
         if step % s.checkpoint_interval == 0 and step < ctx.total_steps:
@@ -203,13 +214,25 @@ class DataDirectoryWriter(StepCallback):
             ctx.saver.save_progress(step)
             ctx.last_progress_step, ctx.saved_state = step, kept
 
-    def checkpoint(self, step: int) -> Path:
+    def checkpoint(self, step: int) -> Path | None:
+        """Validation (and the guard's check of it), then on the writing rank the .cat, the
+        progress, latest.json, the preview and the on_checkpoint hook. Other ranks validate
+        too (their guard must decide as rank 0's does), keep the best PSNR and say one line."""
         from ccat_tf.hooks import call_hooks
 
         ctx = self.ctx
         self.validate(step)
         if ctx.guard is not None and ctx.guard.check_validation(step):
             self.validate(step)  # the network it rolled back to
+        if not ctx.writes:
+            if self._is_best(ctx.val_psnr):
+                ctx.best_val_psnr, ctx.best_step = ctx.val_psnr, step
+            print(
+                f"ccat-tf: rank {ctx.rank}: step {step}: checkpoint (rank 0 writes it)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
         # Before the step checkpoint, so that one is the newer file of the two (a Data Directory
         # without latest.json takes its newest .cat).
         self.best_checkpoint(step)
@@ -239,14 +262,16 @@ class DataDirectoryWriter(StepCallback):
 
         ctx = self.ctx
         val = ctx.val_psnr
-        if val is None or math.isnan(val):
-            return None
-        if ctx.best_val_psnr is not None and val <= ctx.best_val_psnr:
+        if not self._is_best(val):
             return None
         path = ctx.saver.save_model(best_checkpoint_path(ctx.data_directory, ctx.run_name), step)
         ctx.best_val_psnr, ctx.best_step = val, step
         runs.update_run(ctx.data_directory, ctx.run_id, best_step=step, best_val_psnr=val)
         return path
+
+    def _is_best(self, val: float | None) -> bool:
+        best = self.ctx.best_val_psnr
+        return val is not None and not math.isnan(val) and (best is None or val > best)
 
     # --- images ---------------------------------------------------------------------------
     def contact_sheet(self, step: int) -> None:
@@ -319,9 +344,19 @@ class SummaryLogger(StepCallback):
     """Loss, stage and speed of every step into the run's TensorBoard ``.summary`` file."""
 
     def on_train_begin(self, logs=None):
+        from ccat_tf.live import LiveProgress
+
+        ctx = self.ctx
         self._t = time.perf_counter()
+        self._live = None
+        if ctx.writer is not None:  # the writing rank: runs.json follows the run every 10 s
+            self._live = LiveProgress(
+                ctx.data_directory, ctx.run_id, writer=ctx.writer, summary_folder=ctx.summary_folder
+            )
 
     def on_train_batch_end(self, batch, logs=None):
+        from ccat_tf.live import stage_label
+
         ctx = self.ctx
         if ctx.writer is None or ctx.stop_reason == "nan":
             return
@@ -336,6 +371,8 @@ class SummaryLogger(StepCallback):
             "steps_per_second": sps,
         }
         summary.write_scalars(ctx.writer, ctx.summary_folder, step, values)
+        if self._live is not None:
+            self._live.step_done(step, values["loss"], stage_label(values["stage_scale"]))
 
 
 class ProgressBar(StepCallback):
@@ -392,6 +429,20 @@ class ProgressBar(StepCallback):
             self.stream.flush()
 
 
+class FirstStep(keras.callbacks.Callback):
+    """Calls ``done()`` once the first step has run (and at the end of training)."""
+
+    def __init__(self, done):
+        super().__init__()
+        self.done = done
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done()
+
+    def on_train_end(self, logs=None):
+        self.done()
+
+
 def _fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "--:--"
@@ -431,6 +482,7 @@ __all__ = [
     "DataDirectoryWriter",
     "SummaryLogger",
     "ProgressBar",
+    "FirstStep",
     "standard_callbacks",
     "best_checkpoint_path",
 ]

@@ -19,7 +19,11 @@ COMMANDS = {
     "validate": ("validate", "check a data set and write a JSON report (nothing else is written)"),
     "cache": ("cache", "decode a data set once into an HDF5 frame cache for training"),
     "train": ("train", "train a network on (input, ground truth) pairs, as CopyCat does"),
-    "runs": ("runs", "list or rename the training runs in a Data Directory"),
+    "launch": (
+        "launch",
+        "run a ccat-tf command (train) as N processes of one distributed training",
+    ),
+    "runs": ("runs", "list, rename or follow (live) the training runs in a Data Directory"),
     "infer": ("infer", "apply a trained .cat to a sequence, as the Inference node does"),
     "info": ("info", "show what a .cat expects and how it was trained"),
     "export": ("export", "export a .cat as a TensorFlow SavedModel or ONNX model"),

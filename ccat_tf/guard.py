@@ -328,7 +328,8 @@ class DivergenceGuard(StepCallback):
             values = {"rollback": 1.0, "lr_scale": ctx.lr_scale}
             summary.write_scalars(ctx.writer, ctx.summary_folder, step, values)
         entry = {"step": step, "to_step": to_step, "reason": why, "lr_scale": ctx.lr_scale}
-        runs.add_rollback(ctx.data_directory, ctx.run_id, entry)
+        if ctx.writes:  # rank 0 alone writes the run table (every rank rolls back alike)
+            runs.add_rollback(ctx.data_directory, ctx.run_id, entry)
 
 
 def _say(message: str) -> None:

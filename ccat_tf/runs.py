@@ -7,11 +7,16 @@ Every training (a new run, or a resume of an interrupted one) has an entry::
                "first_step": int, "last_step": int, "last_loss": float | null,
                "total_steps": int, "best_step": int | null, "best_val_psnr": float | null,
                "rollbacks": [{"step": int, "to_step": int | null, "reason": str,
-                              "lr_scale": float}]}]}
+                              "lr_scale": float}],
+               "steps_per_second": float | null, "stage": str, "updated": ISO}]}
 
 ``best_step``/``best_val_psnr`` name the run's best checkpoint, ``<run>.best.cat`` (the highest
 validation PSNR, when validation frames are set); ``rollbacks`` the divergences the training
-rolled back from (:mod:`ccat_tf.guard`). Older tables lack them: they read as none.
+rolled back from (:mod:`ccat_tf.guard`). While a run runs, its writer (rank 0 of a distributed
+training) refreshes ``last_step``, ``last_loss``, ``steps_per_second``, ``stage`` (the crop
+resolution: ``1/4``, ``1/2``, ``full``) and ``updated`` at least every
+:data:`ccat_tf.live.INTERVAL` seconds (:class:`ccat_tf.live.LiveProgress`), so ``ccat-tf runs``
+on any machine shows where it is. Older tables lack these fields: they read as none.
 
 The file is rewritten atomically on every change. :func:`start_run` and :func:`update_run` are
 called by the training process, which already holds the Data Directory's lock; :func:`rename_run`
@@ -62,6 +67,9 @@ FIELDS = (
     "best_step",
     "best_val_psnr",
     "rollbacks",
+    "steps_per_second",
+    "stage",
+    "updated",
 )
 # A run name becomes part of file names, so: a letter or digit first, then letters, digits, _ - .
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -139,12 +147,12 @@ def _entry_problem(run: dict) -> str | None:
         value = run.get(key)
         if value is not None and (type(value) is not int or not 0 <= value <= _MAX_COUNT):
             return f"{key} is {_shown(value)}, not a whole number (0 or more)"
-    for key in ("started", "ended", "status"):
+    for key in ("started", "ended", "status", "stage", "updated"):
         if run.get(key) is not None and not isinstance(run[key], str):
             return f"{key} is {_shown(run[key])}, not text"
     if run.get("settings") is not None and not isinstance(run["settings"], dict):
         return f"settings is {_shown(run['settings'])}, not a mapping"
-    for key in ("last_loss", "best_val_psnr"):
+    for key in ("last_loss", "best_val_psnr", "steps_per_second"):
         value = run.get(key)
         if value is not None and (
             type(value) not in (int, float) or _finite_or_none(value) is None
@@ -221,6 +229,7 @@ def start_run(
                 existing.update(
                     status="running",
                     ended=None,
+                    updated=_now(),
                     last_step=int(first_step),
                     total_steps=int(total_steps),
                     settings=dict(settings),
@@ -249,6 +258,7 @@ def start_run(
         "last_step": int(first_step),
         "last_loss": None,
         "total_steps": int(total_steps),
+        "updated": _now(),
     }
     runs.append(run)
     _save_runs(folder, runs)
@@ -266,7 +276,7 @@ def update_run(data_directory: str | os.PathLike, run_id: int, **fields) -> dict
         raise TypeError(f"update_run cannot set {sorted(unknown)}")
     if "status" in fields and fields["status"] not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {fields['status']!r}")
-    for key in ("last_loss", "best_val_psnr"):
+    for key in ("last_loss", "best_val_psnr", "steps_per_second"):
         if key in fields:
             fields[key] = _finite_or_none(fields[key])
     folder = Path(data_directory)

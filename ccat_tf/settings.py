@@ -239,6 +239,39 @@ class TrainSettings:
         "name of this run in the run table (default run1, run2, ...)",
         knob="Runs table Name (`runTable`)",
     )
+    # --- launch: one network trained by several processes (CopyCat's distributed training) ---
+    main_addr: str = setting(
+        "",
+        "address of rank 0's machine, where every rank meets (COPYCAT_MAIN_ADDR); with "
+        "main_port, rank and world_size set, this process is one rank of a distributed training",
+    )
+    main_port: int = setting(
+        0,
+        "port rank 0 listens on for the ranks (COPYCAT_MAIN_PORT; 0: unset)",
+        range=Range(0, 65535),
+    )
+    rank: int = setting(
+        -1,
+        "this process's rank, 0 .. world_size - 1; rank 0 alone writes the Data Directory "
+        "(COPYCAT_RANK; -1: unset)",
+        range=Range(-1, 65535),
+    )
+    world_size: int = setting(
+        0,
+        "number of processes training together (COPYCAT_WORLD_SIZE; 0: unset)",
+        range=Range(0, 65536),
+    )
+    sync_interval: int = setting(
+        1,
+        "steps between gradient exchanges (COPYCAT_SYNC_INTERVAL); only 1 is supported: every "
+        "step's gradients are averaged over every rank",
+        range=Range(1, 1_000_000),
+    )
+    rank_timeout: float = setting(
+        300.0,
+        "seconds the ranks wait for a missing or stopped rank before exiting with an error",
+        range=Range(0, 86_400, integer=False, above=True),
+    )
     # --- Python tab (``module:function`` strings or callables) ---
     on_training_start: list = setting(
         help="hook called when training starts",
@@ -284,6 +317,12 @@ class TrainSettings:
         return self
 
 
+#: How a training is launched (the processes and their meeting point), not what it trains: a run
+#: trained by 2 processes resumes with 1 and the other way round (never part of a run's signature).
+LAUNCH_KEYS = frozenset(
+    {"main_addr", "main_port", "rank", "world_size", "sync_interval", "rank_timeout"}
+)
+
 #: Training settings that may change between a run and its resume without invalidating its
 #: progress (CopyCat's Resume Training): ccat_tf.training resumes across them, and the workflow
 #: (ccat_tf.workflow.shots) reruns nothing for them but epochs.
@@ -304,6 +343,7 @@ RESUME_COMPATIBLE_KEYS = frozenset(
         "cache_file",
         "data_directory",
     }
+    | LAUNCH_KEYS
 )
 
 

@@ -108,12 +108,23 @@ def _disk_errors(folder: Path) -> Iterator[None]:
 
 
 def open_writer(folder: str | os.PathLike):
-    """The ``tf.summary`` writer of one run's folder (``<data_directory>/<run>``)."""
+    """The ``tf.summary`` writer of one run's folder (``<data_directory>/<run>``).
+
+    A reader elsewhere must see a running training's losses (CopyCat's Live Updates):
+    :func:`write_scalars` leaves ``as_default`` after each step, which flushes; events logged
+    inside one long ``as_default`` go to disk at the first event :data:`ccat_tf.live.INTERVAL`
+    seconds or more after the last flush (TensorFlow's default waits two minutes), and
+    :class:`ccat_tf.live.LiveProgress` flushes on that schedule too.
+    """
     import tensorflow as tf
+
+    from ccat_tf.live import INTERVAL
 
     folder = Path(folder)
     with _disk_errors(folder):
-        return tf.summary.create_file_writer(str(folder), filename_suffix=SUFFIX)
+        return tf.summary.create_file_writer(
+            str(folder), flush_millis=int(INTERVAL * 1000), filename_suffix=SUFFIX
+        )
 
 
 def write_scalars(writer, folder: str | os.PathLike, step: int, values: Mapping[str, float]):
@@ -140,8 +151,9 @@ def close_writer_quietly(writer) -> None:
         writer.close()
 
 
-def _tensor_scalar(tensor, tf) -> float | None:
-    """The value of a one-element TensorProto (fast paths for float32/float64 scalars)."""
+def tensor_scalar(tensor, tf=None) -> float | None:
+    """The value of a one-element TensorProto (fast paths for float32/float64 scalars, the
+    kinds ccat_tf writes; other kinds through TensorFlow when ``tf`` is given, else None)."""
     if not tensor.tensor_shape.dim:
         if tensor.dtype == _DT_FLOAT:
             if len(tensor.tensor_content) == 4:
@@ -153,11 +165,16 @@ def _tensor_scalar(tensor, tf) -> float | None:
                 return struct.unpack("<d", tensor.tensor_content)[0]
             if len(tensor.double_val) == 1:
                 return float(tensor.double_val[0])
+    if tf is None:
+        return None
     try:
         arr = tf.make_ndarray(tensor)
         return float(arr.reshape(())) if arr.size == 1 else None
     except (TypeError, ValueError):
         return None
+
+
+_tensor_scalar = tensor_scalar  # the name tests/test_guard.py reads it by
 
 
 def _read_events(path: Path, notices: list[str] | None):
@@ -173,7 +190,7 @@ def _read_events(path: Path, notices: list[str] | None):
                 if v.tag not in TAGS:
                     continue
                 if v.HasField("tensor"):
-                    value = _tensor_scalar(v.tensor, tf)
+                    value = tensor_scalar(v.tensor, tf)
                     if value is None:
                         continue
                 elif v.HasField("simple_value"):

@@ -1,7 +1,7 @@
 """Training for a time limit: measure the speed, choose the model size, plan the steps.
 
 With ``time_limit`` set, a new run (1) times a few real training steps of each multi-resolution
-stage (the same Keras ``fit`` and crops as the run, so the one trace of the step is shared),
+stage (the same training loop and crops as the run, so the one trace of the step is shared),
 then restores the network and optimizer as they were; (2) with ``model_size: auto`` picks the
 largest preset that still trains :data:`AUTO_MIN_STEPS` steps in the time left (sizes it did not
 time are predicted from the convolutions' FLOPs), since at a fixed CPU time a small network
@@ -38,8 +38,9 @@ MIN_RESERVE_SECONDS = 3.0
 MIN_STEPS = 10
 
 
-def measure(trainer, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tuple[float, ...]:
-    """Seconds per step in each stage of ``plan``'s scales, timed with ``trainer.fit``; the
+def measure(loop, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tuple[float, ...]:
+    """Seconds per step in each stage of ``plan``'s scales, timed with the run's training loop
+    (a :class:`~ccat_tf.train_loop.StepLoop`, so the one trace of the step is shared); the
     network's weights and every optimizer variable are restored afterwards."""
     from ccat_tf.dataset import make_tf_dataset
 
@@ -52,14 +53,7 @@ def measure(trainer, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tu
     stamps = _Stamps()
     ds = make_tf_dataset(cache, probe, 0, steps * stages, in_ch, out_ch)
     try:
-        trainer.fit(
-            ds,
-            epochs=1,
-            steps_per_epoch=steps * stages,
-            verbose=0,
-            callbacks=[stamps],
-            shuffle=False,
-        )
+        loop.fit(ds, steps * stages, [stamps], plan.batch_size)
     finally:
         net.set_weights(weights)
         for var, value in zip(optimizer.variables, slots, strict=True):

@@ -1,8 +1,8 @@
 """``ccat_tf.train``: CopyCat's training node.
 
 One call validates the data set, decides whether this is a new run or a resume, builds the model
-under a ``tf.distribute.MirroredStrategy``, and runs Keras ``fit`` with a custom ``train_step``
-and the callbacks that write the Data Directory (.cat checkpoints, .ost progress, contact sheets,
+under a ``tf.distribute`` strategy, and runs the training loop (:mod:`ccat_tf.train_loop`) with
+the Keras callbacks that write the Data Directory (.cat checkpoints, .ost progress, contact sheets,
 previews, .summary files, the run table).
 
 Resume rules (CopyCat's Resume Training, and what Snakemake reruns rely on):
@@ -57,6 +57,7 @@ from ccat_tf.settings import RESUME_COMPATIBLE_KEYS, TrainSettings
 
 if TYPE_CHECKING:
     from ccat_tf.callbacks import RunContext
+    from ccat_tf.train_loop import StepLoop
 
 # Settings that may change between a run and its resume (one list: ccat_tf.settings).
 COMPATIBLE_KEYS = RESUME_COMPATIBLE_KEYS
@@ -135,7 +136,11 @@ def _replicas_for(devices: list[str], batch_size: int) -> list[str]:
 
 
 def _make_trainer(net, loss: str = "mae"):
-    """Keras model around ``net`` whose train_step minimises ``loss`` (``mae`` or ``mse``)."""
+    """Keras model around ``net`` whose train_step minimises ``loss`` (``mae`` or ``mse``).
+
+    Training runs its steps with :class:`~ccat_tf.train_loop.StepLoop` (the callbacks see this
+    model: ``network``, ``optimizer``, ``stop_training``); pretraining runs this train_step with
+    Keras ``fit``, on one device."""
     import keras
     import tensorflow as tf
 
@@ -155,7 +160,8 @@ def _make_trainer(net, loss: str = "mae"):
                 pred = self.network(x, training=True)
                 error = pred - y
                 loss = tf.reduce_mean(tf.abs(error) if loss_kind == "mae" else tf.square(error))
-                # Gradients are summed across replicas: scale so the sum is the global mean.
+                # One replica (pretraining): no division by the replica count is needed;
+                # train_loop.StepLoop divides for several.
                 scaled = self.optimizer.scale_loss(loss)
             variables = self.network.trainable_variables
             grads = tape.gradient(scaled, variables)
@@ -221,11 +227,18 @@ def train(
     settings take ``module:function`` strings or callables. ``devices`` overrides the devices
     the MirroredStrategy replicates over (e.g. two logical CPUs in tests).
 
+    With the launch settings (``main_addr``, ``main_port``, ``rank``, ``world_size``, or
+    CopyCat's COPYCAT_* variables, SLURM's or TF_CONFIG: :mod:`ccat_tf.distributed`) this process
+    is one rank of a training shared by several processes; rank 0 alone writes the Data Directory
+    and returns the final .cat, other ranks return the Data Directory.
+
     Raises CcatError subclasses for every user-fixable problem; TrainingInterrupted (exit 75)
     after SIGTERM/SIGINT once progress is saved.
     """
     settings = _checked_settings(settings, kw, output)
     from ccat_tf.hooks import resolve_hooks
+
+    cluster = _cluster_of(settings)
 
     run = TrainingRun(
         settings=settings,
@@ -235,7 +248,10 @@ def train(
         devices=devices,
         progress_bar=progress_bar,
         hooks={name: resolve_hooks(getattr(settings, name)) for name in HOOK_NAMES},
+        cluster=cluster,
     )
+    if not run.writes:  # rank 0 holds the lock and tidies the Data Directory
+        return run.execute()
     created = _first_missing(run.data_dir)
     try:
         with DirectoryLock(run.data_dir, purpose="training"):
@@ -249,6 +265,24 @@ def train(
 
 
 HOOK_NAMES = ("on_training_start", "on_checkpoint", "on_training_end")
+
+
+def _cluster_of(settings: TrainSettings):
+    """This process's :class:`~ccat_tf.distributed.Cluster` (None: training alone)."""
+    from ccat_tf import distributed
+
+    cluster, notices = distributed.resolve(settings, os.environ)
+    for notice in notices:
+        _say(notice)
+    distributed.sync_interval(settings, os.environ)
+    if cluster is None or cluster.world == 1:
+        return None
+    if settings.time_limit:
+        raise SettingsError(
+            "time_limit is not supported when several ranks train together (each would plan "
+            "from its own clock); use epochs, or train on one machine"
+        )
+    return cluster
 
 
 def _checked_settings(settings, overrides: dict, output) -> TrainSettings:
@@ -333,7 +367,7 @@ class TrainingRun:
     """One training, in the stages a reader follows: :meth:`prepare` (data set, resume or new
     run), :meth:`load_frames` (the frame cache), :meth:`build` (devices, strategy, network,
     optimizer; a time-limited new run measures its speed and plans its steps here),
-    :meth:`open` (run table, crops, the callbacks' context), :meth:`fit` (Keras ``fit``),
+    :meth:`open` (run table, crops, the callbacks' context), :meth:`fit` (the training loop),
     :meth:`finish` (final checkpoint, hooks, output) and :meth:`close` (run table, files). It is
     also what the callbacks save through (:meth:`save_model`, :meth:`save_progress`)."""
 
@@ -358,7 +392,9 @@ class TrainingRun:
     net: Any = None  #: the Keras network (what a .cat holds)
     optimizer: Any = None
     schedule: Any = None  #: schedule.WarmupCosine, the optimizer's learning rate
-    trainer: Any = None  #: the Keras model whose train_step fit() runs
+    trainer: Any = None  #: the Keras model the callbacks see (network, optimizer, stop_training)
+    loop: StepLoop | None = None  #: runs the training steps (train_loop)
+    strategy: Any = None  #: the tf.distribute strategy the network lives in
     run: dict = field(default_factory=dict)  #: this run's entry in the run table
     plan: CropPlan | None = None
     ctx: RunContext | None = None
@@ -366,12 +402,34 @@ class TrainingRun:
     step_seconds: tuple[float, ...] = ()  #: measured seconds per step of each stage
     max_total: int = 0  #: the most steps re-planning may reach (the crops made for it)
     deadline: float = 0.0  #: time.monotonic() at which a time-limited run stops
+    # ---- distributed training (ccat_tf.distributed) ----
+    cluster: Any = None  #: distributed.Cluster of this process (None: training alone)
+    workers: list = field(default_factory=list)  #: every rank's TensorFlow host:port
+    watchdog: Any = None  #: distributed.Watchdog until the first step has run
+    scratch: Path | None = None  #: a rank other than 0's own folder (its HDF5 frame cache)
+
+    @property
+    def writes(self) -> bool:
+        """This process writes the Data Directory (rank 0, or a process training alone)."""
+        return self.cluster is None or self.cluster.is_main
 
     def execute(self) -> Path:
         finished = self.prepare()
         if finished is not None:
             return finished
-        self.load_frames()
+        self.meet()
+        try:
+            self.load_frames()
+            return self._train()
+        finally:
+            if self.watchdog is not None:  # a distributed rank that stopped before a step
+                self.watchdog.stop()
+            if self.scratch is not None:
+                import shutil
+
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _train(self) -> Path:
         try:
             self.build()
         except BaseException:
@@ -389,7 +447,11 @@ class TrainingRun:
             status = "interrupted"
             raise
         except HookError:
-            if self.ctx.step > self.start_step and self.ctx.last_progress_step != self.ctx.step:
+            if (
+                self.writes
+                and self.ctx.step > self.start_step
+                and self.ctx.last_progress_step != self.ctx.step
+            ):
                 self.save_progress(self.ctx.step)
             raise
         finally:
@@ -405,7 +467,8 @@ class TrainingRun:
         _say(info.channels_line(time_limit=self.settings.time_limit))
         self.signature = signature_of(self.settings, info)
         progress = ost.load_latest_progress(self.data_dir)
-        _close_stale_runs(self.data_dir, progress)
+        if self.writes:
+            _close_stale_runs(self.data_dir, progress)
         # An incompatible change starts a new run, but the old run's progress.ost is set aside
         # only once the new run has passed every check (initial weights, cache): a bad setting
         # must leave the Data Directory as it was, still resumable.
@@ -415,6 +478,8 @@ class TrainingRun:
         if progress is not None and progress.step >= self.total:
             done = f"{progress.run_name} already trained {progress.step} of {self.total} steps"
             _say(f"{done}; nothing to do")
+            if not self.writes:
+                return self.data_dir
             final = _final_cat_from_progress(
                 self.data_dir, progress, self.settings, info, self.total
             )
@@ -433,10 +498,45 @@ class TrainingRun:
             return self.info.total_steps
         return progress.total_steps if progress is not None else 0
 
+    def meet(self) -> None:
+        """A distributed training's ranks meet (:func:`ccat_tf.distributed.meet`): same world
+        size, settings, data set and starting step, or a one-line error on every rank."""
+        from ccat_tf import distributed
+
+        cluster = self.cluster
+        if cluster is None:
+            return
+        _say(f"distributed training: {cluster.describe()}")
+        if cluster.workers:  # TF_CONFIG: TensorFlow's own addresses, no rendezvous
+            self.workers = list(cluster.workers)
+            return
+        timeout = self.settings.rank_timeout
+        self.workers = distributed.meet(cluster, self._digest(), timeout)
+
+    def _digest(self) -> dict[str, str]:
+        """What every rank must share, one short hash per item (so a mismatch names it)."""
+        import hashlib
+
+        items = dict(self.signature)
+        items.pop("resolved", None)
+        items.update(self.signature.get("resolved", {}))
+        for key in ("epochs", "checkpoint_interval", "validation_frames"):
+            items[key] = getattr(self.settings, key)
+        items["start_step (the shared Data Directory's progress)"] = self.start_step
+        items["total_steps"] = self.total
+        return {
+            k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            for k, v in items.items()
+        }
+
     def load_frames(self) -> None:
-        """The frame cache the crops are cut from (memory or HDF5)."""
+        """The frame cache the crops are cut from (memory or HDF5; a rank other than 0 keeps
+        an HDF5 cache it must build out of the Data Directory)."""
         notices: list[str] = []
-        self.cache = open_cache(self.info, self.settings, self.data_dir, notices)
+        if not self.writes:
+            self.scratch = _scratch_folder()
+        folder = self.scratch or self.data_dir
+        self.cache = open_cache(self.info, self.settings, folder, notices)
         for n in notices:
             _say(n)
 
@@ -444,13 +544,16 @@ class TrainingRun:
         """Devices, the MirroredStrategy, and the network and optimizer in its scope (restored
         from the progress file, or from the initial weights and the colour fit). A new
         time-limited run then measures its speed and plans its length (:mod:`ccat_tf.time_plan`)."""
-        import tensorflow as tf
-
         info, settings = self.info, self.settings
-        replicas = _replicas_for(_configure_tensorflow(settings, self.devices), info.batch_size)
-        self.strategy = tf.distribute.MirroredStrategy(devices=replicas)
-        if len(replicas) > 1:
-            _say(f"training on {len(replicas)} replicas: {', '.join(replicas)}")
+        if self.cluster is not None:
+            self._multi_worker_strategy()
+        else:
+            import tensorflow as tf
+
+            replicas = _replicas_for(_configure_tensorflow(settings, self.devices), info.batch_size)
+            self.strategy = tf.distribute.MirroredStrategy(devices=replicas)
+            if len(replicas) > 1:
+                _say(f"training on {len(replicas)} replicas: {', '.join(replicas)}")
         if self.arch is None:
             size = settings.model_size
             if size == "auto":
@@ -460,11 +563,46 @@ class TrainingRun:
         if self.progress is None and settings.time_limit:
             self._plan_for_time_limit()
 
+    def _multi_worker_strategy(self) -> None:
+        """MultiWorkerMirroredStrategy over every rank's devices (before any other TensorFlow
+        op: collectives are configured at the runtime's start); the global batch must split
+        evenly over all replicas."""
+        from ccat_tf import distributed
+
+        s, rank = self.settings, self.cluster.rank
+        # Until the first step is done (TrainingRun.fit), nothing else bounds the wait for
+        # the other ranks' TensorFlow.
+        self.watchdog = distributed.Watchdog(
+            s.rank_timeout,
+            f"rank {rank}: the other ranks did not start training within rank_timeout "
+            f"{s.rank_timeout:g} s (one died or is still loading its frames); start every rank "
+            "again, or raise rank_timeout",
+        )
+        self.strategy = distributed.make_strategy(
+            self.workers,
+            rank,
+            s.rank_timeout,
+            use_gpu=s.use_gpu_if_available,
+            deterministic=s.deterministic,
+        )
+        if self.cluster.workers:  # launched by TF_CONFIG: no rendezvous compared the digests
+            distributed.check_digests(self.strategy, self._digest(), rank)
+        replicas, world = self.strategy.num_replicas_in_sync, self.cluster.world
+        if self.info.batch_size % replicas:
+            raise SettingsError(
+                f"batch_size {self.info.batch_size} does not split over {replicas} replicas "
+                f"({world} ranks); use a multiple of {replicas}"
+            )
+        _say(
+            f"rank {rank}: {replicas} replicas in {world} ranks, global batch {self.info.batch_size}"
+        )
+
     def _build_network(self) -> None:
         import keras
 
         from ccat_tf.models import build_model
         from ccat_tf.schedule import WarmupCosine
+        from ccat_tf.train_loop import StepLoop
 
         info, settings = self.info, self.settings
         initial = None if self.progress else _initial_weights(settings, info, self.arch)
@@ -477,6 +615,9 @@ class TrainingRun:
             self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
             self.trainer.compile(optimizer=self.optimizer, jit_compile=False)
             self.optimizer.build(self.net.trainable_variables)
+            world = self.cluster.world if self.cluster is not None else 1
+            rank = self.cluster.rank if self.cluster is not None else 0
+            self.loop = StepLoop(self.strategy, self.trainer, workers=world, worker=rank)
             if self.progress is not None:
                 _restore(self.net, self.optimizer, self.progress)
                 return
@@ -559,7 +700,7 @@ class TrainingRun:
 
         probe = crop_plan(self.settings, self.info, 1000, self.arch)
         return time_plan.measure(
-            self.trainer, self.net, self.optimizer, self.cache, probe, *self._network_channels()
+            self.loop, self.net, self.optimizer, self.cache, probe, *self._network_channels()
         )
 
     def _seconds_left(self) -> float:
@@ -572,6 +713,11 @@ class TrainingRun:
     def open(self) -> None:
         """This run's entry in the run table, the crop plan and the context the callbacks
         share (validation pairs, preview frames, the summary writer)."""
+        if not self.writes:  # rank 0 keeps the run table; this rank writes nothing
+            self.run = {"id": -1, "name": f"rank{self.cluster.rank}"}
+            self.plan = crop_plan(self.settings, self.info, self.total, self.arch)
+            self.ctx = self._context()
+            return
         if self.replaced is not None:
             kept = ost.set_aside(self.data_dir, self.replaced.run_name)
             change = _describe_change(self.replaced.signature, self.signature)
@@ -611,6 +757,8 @@ class TrainingRun:
             hooks=self.hooks,
             step=self.start_step,
             last_loss=self.progress.last_loss if self.progress else None,
+            writes=self.writes,
+            rank=self.cluster.rank if self.cluster is not None else 0,
         )
         ctx.schedule = self.schedule
         if self.progress is not None and hasattr(ctx, "restore_persistent_state"):
@@ -619,26 +767,46 @@ class TrainingRun:
             frames = info.validation_frames
             ctx.validation_cache = FrameCache.build_in_memory(info, [1.0], frames=frames)
         ctx.model = Model(self.net, self.metadata(self.start_step))
+        if not self.writes:
+            return ctx
         if info.preview and info.preview_frames:
             ctx.preview_frames = _load_previews(info)
         ctx.writer = summaries.open_writer(ctx.summary_folder)
         return ctx
 
     def fit(self) -> None:
-        """The on_training_start hook, then Keras ``fit`` over the remaining steps (stopped
+        """The on_training_start hook, then the training loop over the remaining steps (stopped
         early by a NaN loss, a signal, a hook or the time limit: see :meth:`raise_if_stopped`)."""
-        from ccat_tf.callbacks import standard_callbacks
-        from ccat_tf.hooks import call_hooks
+        from ccat_tf.callbacks import FirstStep, standard_callbacks
 
         n_in, n_out = self._network_channels()
         last = max(self.total, self.max_total)
         ds = make_tf_dataset(
             self.cache, self.plan, self.start_step, last, n_in, n_out, lambda: self.plan
         )
-        cbs, stopper = standard_callbacks(self.ctx, progress_bar=self.progress_bar)
+        # Other ranks print at most a line per checkpoint: no progress bar there.
+        bar = self.progress_bar and self.writes
+        cbs, stopper = standard_callbacks(self.ctx, progress_bar=bar)
         if self.settings.time_limit:
             cbs[:0] = self._time_limit_callbacks()
         cbs.extend(self.user_callbacks)
+        if self.writes:
+            self._start_hooks()
+        if self.watchdog is not None:
+            cbs.insert(0, FirstStep(self.watchdog.stop))
+        stopper.install()
+        self.loop.stop_wanted = lambda: stopper.received is not None
+        try:
+            self.loop.fit(ds, last - self.start_step, cbs, self.info.batch_size)
+        except Exception as err:
+            self._raise_if_rank_lost(err)
+            raise
+        finally:
+            stopper.uninstall()
+
+    def _start_hooks(self) -> None:
+        from ccat_tf.hooks import call_hooks
+
         call_hooks(
             "on_training_start",
             self.hooks["on_training_start"],
@@ -648,14 +816,17 @@ class TrainingRun:
             start_step=self.start_step,
             total_steps=self.total,
         )
-        stopper.install()
-        try:
-            steps = last - self.start_step
-            self.trainer.fit(
-                ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=cbs, shuffle=False
-            )
-        finally:
-            stopper.uninstall()
+
+    def _raise_if_rank_lost(self, err: Exception) -> None:
+        """A collective that failed because another rank died or stopped answering: a
+        RankError naming it (the last saved progress stays; training again resumes)."""
+        if self.cluster is None:
+            return
+        from ccat_tf import distributed
+
+        lost = distributed.lost_rank_error(err, self.cluster, self.settings.rank_timeout)
+        if lost is not None:
+            raise lost from None
 
     def _time_limit_callbacks(self) -> list:
         """The deadline, and for a new run the re-planner (see :mod:`ccat_tf.time_plan`)."""
@@ -714,6 +885,12 @@ class TrainingRun:
                 "learning_rate"
             )
         if ctx.stop_reason and ctx.stop_reason.startswith("signal:"):
+            if not self.writes:
+                raise TrainingInterrupted(
+                    f"rank {ctx.rank}: stopped at step {ctx.step} of {self.total} with every "
+                    "rank (a rank got SIGTERM/SIGINT); rank 0 saved the progress; train again "
+                    "with the same settings to resume"
+                )
             # The writer already saved this step when it saw the stop; saving it again would
             # rotate the older progress file (the fallback if this one is damaged) away.
             if ctx.last_progress_step != ctx.step:
@@ -733,6 +910,9 @@ class TrainingRun:
         from ccat_tf.callbacks import DataDirectoryWriter
         from ccat_tf.hooks import call_hooks
 
+        if not self.writes:
+            _say(f"rank {self.cluster.rank}: trained {self.total} steps; rank 0 writes the model")
+            return self.data_dir
         writer = DataDirectoryWriter(self.ctx)
         final = writer.checkpoint(self.total)
         if self.total % self.settings.contact_sheet_interval:
@@ -754,6 +934,8 @@ class TrainingRun:
         if ctx.writer is not None:
             summaries.close_writer_quietly(ctx.writer)
         self.cache.close()
+        if not self.writes:
+            return
         with contextlib.suppress(CcatError):
             runtable.update_run(
                 self.data_dir,
@@ -811,6 +993,13 @@ class TrainingRun:
                 extra=self.ctx.persistent_state() if hasattr(self.ctx, "persistent_state") else {},
             ),
         )
+
+
+def _scratch_folder() -> Path:
+    """A folder of this process's own (an HDF5 frame cache of a rank other than 0)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="ccat_tf_rank_"))
 
 
 def _close_stale_runs(data_dir: Path, progress) -> None:

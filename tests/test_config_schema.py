@@ -23,8 +23,10 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 from ccat_tf.workflow import shots  # noqa: E402
 
 SHOT_KEYS, MANAGED_KEYS = set(shots.SHOT_KEYS), set(shots.MANAGED_KEYS)
+LAUNCH_KEYS = set(shots.LAUNCH_KEYS)  # per process, from the launcher: never in the config
 
-WORKFLOW_ONLY_KEYS = {"output_format"}
+# Per-shot keys of the workflow alone (described in the schema, the one place that says them).
+WORKFLOW_ONLY_KEYS = {"output_format", "train_tasks", "train_nodes"}
 
 
 def load_schema() -> dict:
@@ -65,7 +67,7 @@ def test_defaults_mirror_the_settings_dataclasses():
     key, or filled in by the workflow; nothing else is."""
     props = load_schema()["properties"]["defaults"]["properties"]
     settings = {**dataclass_defaults(InferSettings), **dataclass_defaults(TrainSettings)}
-    expected = set(settings) - SHOT_KEYS - MANAGED_KEYS - {"input", "frames"}
+    expected = set(settings) - SHOT_KEYS - MANAGED_KEYS - LAUNCH_KEYS - {"input", "frames"}
     assert set(props) - WORKFLOW_ONLY_KEYS == expected
     for key in expected:
         assert "default" in props[key], key
@@ -221,9 +223,10 @@ def test_numeric_ranges_mirror_the_settings_ranges():
     from ccat_tf.settings import RANGES
 
     props = load_schema()["properties"]["defaults"]["properties"]
-    numeric = {k for k, v in props.items() if _numeric_schema_or_none(v)}
-    assert numeric == set(RANGES)
-    for key, limits in RANGES.items():
+    numeric = {k for k, v in props.items() if _numeric_schema_or_none(v)} - WORKFLOW_ONLY_KEYS
+    assert numeric == set(RANGES) - LAUNCH_KEYS
+    for key in numeric:
+        limits = RANGES[key]
         branch = _numeric_schema(props[key])
         low = "exclusiveMinimum" if limits.above else "minimum"
         assert branch[low] == limits.low, key

@@ -193,6 +193,9 @@ def test_best_checkpoint_and_rollbacks_in_the_table(tmp_path, capsys):
         ("best_val_psnr", "high"),
         ("rollbacks", {"a": 1}),
         ("rollbacks", [1, 2]),
+        ("steps_per_second", "fast"),
+        ("stage", 0.5),
+        ("updated", 12),
     ],
 )
 def test_bad_best_or_rollback_fields_are_damage(tmp_path, field, value):

@@ -13,6 +13,7 @@ cluster has no accounting database, so `sacct` is used only where it works).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CI_PROFILE = REPO / "profiles" / "slurm-ci"
@@ -268,3 +270,40 @@ def test_project_workflow_tiny_config_through_slurm_profile(tmp_path):
     assert set(records) == set(submitted.values()), f"SLURM lacks records: {records}"
     assert set(records.values()) == {"COMPLETED"}, records
     assert any((tmp_path / "results").rglob("model.cat")), "no model.cat in results/"
+
+
+@pytest.mark.slow
+def test_two_task_training_job_through_slurm(tmp_path):
+    """train_tasks: 2 is ONE sbatch job of 2 tasks whose shell starts both ranks with one srun
+    step (ccat_tf.launch); the ranks take rank, world size and main node from SLURM, train one
+    network, and rank 0 alone writes the Data Directory. One CPU per task: the CI node has 2."""
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    config["shots"]["tiny"]["train_tasks"] = 2
+    (tmp_path / "config.yaml.src").write_text(yaml.safe_dump(config, sort_keys=False))
+    _stage_repo(tmp_path, config=tmp_path / "config.yaml.src")
+    proc = _snakemake(
+        ["--profile", "profiles/slurm", "--profile", "profiles/slurm-ci"]
+        + ["--set-threads", "train=1", "-p", "results/tiny/model.cat"],
+        cwd=tmp_path,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, _tail(proc, 120)
+    log = proc.stdout + proc.stderr
+    assert "python -m ccat_tf.launch --tasks 2 --nodes 1 --threads 1" in log
+
+    submitted = _submitted(log)
+    rules = _rules_of_jobs(log)
+    train_jobs = [slurm for job, slurm in submitted.items() if rules.get(job) == "train"]
+    assert len(train_jobs) == 1, (submitted, rules)
+    records = _slurm_records(set(submitted.values()), _run_id(log))
+    assert set(records.values()) == {"COMPLETED"}, records
+
+    train_log = (tmp_path / "logs" / "train" / "tiny.log").read_text()
+    assert "rank 0: 2 replicas in 2 ranks" in train_log, train_log[-3000:]
+    for rank in (0, 1):  # rank and world size from srun's SLURM_PROCID and SLURM_NTASKS
+        assert f"distributed training: rank {rank} of 2 (SLURM, " in train_log, train_log[:3000]
+    assert "rank 1: trained 20 steps; rank 0 writes the model" in train_log, train_log[-3000:]
+    data = tmp_path / "results" / "tiny" / "train"
+    (run,) = json.loads((data / "runs.json").read_text())["runs"]
+    assert (run["status"], run["last_step"]) == ("finished", 20)
+    assert (tmp_path / "results" / "tiny" / "model.cat").stat().st_size > 0

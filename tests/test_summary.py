@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -160,3 +161,59 @@ def test_no_summaries_is_a_one_line_error(tmp_path, capsys):
     code = main(["summary-csv", str(tmp_path / "missing"), "--output", str(tmp_path / "x.csv")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "does not exist" in err
+
+
+def _losses_on_disk(data_directory) -> list[int]:
+    """The steps whose loss a reader elsewhere would see now (the writer still open)."""
+    table = read_summaries(data_directory)
+    return table.loc[table["loss"].notna(), "step"].tolist()
+
+
+def test_each_step_is_on_disk_when_write_scalars_returns(tmp_path):
+    """The training logs every step with write_scalars: a reader elsewhere (tensorboard,
+    summary-csv, graph) sees a running training's losses up to its last step."""
+    from ccat_tf.summary import open_writer, write_scalars
+
+    folder = tmp_path / "run1"
+    writer = open_writer(folder)
+    for step in (1, 2, 3):
+        write_scalars(writer, folder, step, {"loss": 1.0 / step})
+        assert _losses_on_disk(tmp_path) == list(range(1, step + 1))
+    writer.close()
+
+
+def test_a_writer_kept_open_flushes_within_the_live_interval(tmp_path, monkeypatch):
+    """Events logged inside one long ``as_default`` (no flush of ours) reach the disk at the
+    first event logged live.INTERVAL after the last flush (TensorFlow's default: 2 minutes)."""
+    from ccat_tf import live
+    from ccat_tf.summary import open_writer
+
+    monkeypatch.setattr(live, "INTERVAL", 0.5)
+    writer = open_writer(tmp_path / "run1")
+    with writer.as_default():
+        scalar("loss", 0.5, 1)
+        assert _losses_on_disk(tmp_path) == []  # queued
+        time.sleep(0.7)
+        scalar("loss", 0.25, 2)  # the writer looks at its clock when an event comes
+        assert _losses_on_disk(tmp_path) == [1, 2]
+    writer.close()
+
+
+def test_live_progress_flushes_the_summary_with_the_run_table(tmp_path):
+    """LiveProgress's update writes the queued events before it reports the step in runs.json,
+    so the table never names a step the graph cannot show yet."""
+    from ccat_tf import live, runs
+    from ccat_tf.summary import open_writer
+
+    run = runs.start_run(tmp_path, {}, 0, 100)
+    folder = tmp_path / run["name"]
+    writer = open_writer(folder)
+    progress = live.LiveProgress(tmp_path, run["id"], writer=writer, summary_folder=folder)
+    with writer.as_default():
+        for step in (1, 2, 3):
+            scalar("loss", 1.0 / step, step)
+        assert _losses_on_disk(tmp_path) == []  # queued (the interval has not passed)
+        progress.update(3, 1 / 3, "full", 12.5)
+        assert _losses_on_disk(tmp_path) == [1, 2, 3]
+    assert runs.load_runs(tmp_path)[0]["last_step"] == 3
+    writer.close()

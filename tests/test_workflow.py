@@ -214,6 +214,54 @@ def test_slurm_profile_dry_run(tmp_path):
     # (threads are not checked: a dry run plans with 1 core unless --cores is given)
 
 
+def _slurm_dry_run_resources(workdir: Path) -> dict[str, dict]:
+    """{shot: the train job's resources} as profiles/slurm plans them."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir)]
+        + ["--profile", str(REPO / "profiles" / "slurm"), "-n", "-p", "--cores", "8"]
+        + [f"results/{shot}/model.cat" for shot in ("A", "B")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = {}
+    for block in result.stdout.split("rule train:")[1:]:
+        block = block.split("\n\n", 1)[0]
+        shot = re.search(r"wildcards: shot=(\w+)", block).group(1)
+        line = re.search(r"resources: (.*)", block).group(1)
+        items = (item.partition("=")[::2] for item in line.split(", "))
+        found[shot] = {k: int(v) if v.isdigit() else v for k, v in items}
+        found[shot]["_shell"] = re.search(r"Shell command: (.*)", block).group(1)
+    return found
+
+
+def test_train_tasks_make_one_slurm_job_of_that_many_tasks(tmp_path):
+    """train_tasks: 2 is one sbatch job of 2 tasks whose shell starts both ranks with one srun
+    step (the plugin's `mpi` resource: no srun -n1 around the job); one task stays as it was.
+    The sbatch line is the one snakemake-executor-plugin-slurm builds from these resources."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+
+    write_config(tmp_path, {"shots": {"A": demo_shot(train_tasks=2), "B": demo_shot()}})
+    planned = _slurm_dry_run_resources(tmp_path)
+
+    def sbatch(resources):
+        class Resources(dict):
+            __getattr__ = dict.__getitem__
+
+        job = type("Job", (), {"resources": Resources(resources), "threads": 8})()
+        params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "c", "workdir": ""}
+        return get_submit_command(job, params | {"account": "", "partition": ""}).split()
+
+    a, b = planned["A"], planned["B"]
+    assert (a["tasks"], a["nodes"], a["mpi"], a["gpu"]) == (2, 1, "srun", 2)
+    assert {"--ntasks=2", "--nodes=1", "--cpus-per-task=8"} <= set(sbatch(a))
+    assert not any(arg.startswith("--ntasks-per-gpu") for arg in sbatch(a))
+    assert "--tasks 2 --nodes 1 --threads 8 --gpus 2 -- train" in a["_shell"]
+    assert "mpi" not in b and (b["tasks"], b["gpu"]) == (1, 1)
+    assert not any(arg.startswith("--ntasks") for arg in sbatch(b))  # a GPU job, as before
+
+
 # ---- DAG shape ----------------------------------------------------------------------------------
 
 
@@ -274,7 +322,12 @@ def test_commands_rules_run(tmp_path):
     assert "--report results/A/dataset_report.json" in out
     assert "python -m ccat_tf cache --settings-json '{" in out
     assert "--output results/A/dataset_cache.h5" in out
-    train = next(line for line in out.splitlines() if "ccat_tf train" in line)
+    train = next(line for line in out.splitlines() if " train --settings-json" in line)
+    # one process by default, started by the launcher (ccat_tf.launch) with the job's threads
+    assert (
+        "python -m ccat_tf.launch --tasks 1 --nodes 1 --threads 1 --gpus 1 -- train --settings-json"
+        in train
+    )
     assert "--data-directory results/A/train --cache-file results/A/dataset_cache.h5" in train
     assert "--output results/A/model.cat" in train
     settings = json.loads(re.search(r"--settings-json '(\{.*?\})'", train).group(1))
@@ -415,6 +468,9 @@ NO_RETRAIN_EDITS = {
     "contact_sheet_interval": 3,
     "on_checkpoint": ["studio_hooks:notify"],
     "run_name": "take2",
+    # how many processes train it (resources of the job, not params): a finished shot stays
+    "train_tasks": 2,
+    "train_nodes": 1,
 }  # (use_gpu_if_available is an inference setting too: it reruns inference, not training)
 
 
@@ -553,6 +609,31 @@ def test_tiny_workflow_end_to_end(tiny_workdir):
     # The report holds the graph, contact sheet, preview and output frames.
     snakemake(work, "--report", str(work / "report.html"), timeout=600)
     assert (work / "report.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_two_local_processes_train_the_shot_through_the_workflow(tiny_workdir):
+    """train_tasks: 2 with the local executor: ccat_tf.launch starts two ranks on loopback
+    that train one network; rank 0 alone writes the Data Directory (one run, one model)."""
+    work = tiny_workdir
+    config = tiny_config(work)
+    config["shots"]["tiny"]["train_tasks"] = 2
+    write_config(work, config)
+    result = snakemake(work, "--cores", "2", "-p", "results/tiny/model.cat", timeout=1800)
+    assert "python -m ccat_tf.launch --tasks 2 --nodes 1 --threads 2" in result.stderr
+    log = train_log(work)
+    for rank in (0, 1):  # the launcher's COPYCAT_* variables, on loopback
+        assert f"distributed training: rank {rank} of 2 (COPYCAT, 127.0.0.1:" in log, log[:3000]
+    assert "rank 1: trained 20 steps; rank 0 writes the model" in log
+    data = work / "results" / "tiny" / "train"
+    (run,) = json.loads((data / "runs.json").read_text())["runs"]
+    assert (run["status"], run["last_step"], run["total_steps"]) == ("finished", 20, 20)
+    assert (work / "results" / "tiny" / "model.cat").stat().st_size > 0
+    assert sorted(p.name for p in data.glob("*.cat")) == [
+        "run1.best.cat",
+        "run1.step0000010.cat",
+        "run1.step0000020.cat",
+    ]
 
 
 def ran_rules(result: subprocess.CompletedProcess) -> set[str]:

@@ -248,6 +248,45 @@ def test_params_split_the_settings_by_what_they_rerun():
     assert plan.model_settings_json(w) == json.dumps(model, sort_keys=True, separators=(",", ":"))
 
 
+def test_train_tasks_and_nodes_make_the_training_a_multi_task_job():
+    plan = plan_of(
+        {
+            "train_gpus": 2,
+            "defaults": {"train_tasks": 2},
+            # C overrides the defaults back to one process
+            "shots": {
+                "A": shot(),
+                "B": shot(train_tasks=4, train_nodes=2),
+                "C": shot(train_tasks=1),
+            },
+        }
+    )
+    a, b, c = wc(shot="A"), wc(shot="B"), wc(shot="C")
+    # (tasks, nodes, the slurm plugin's mpi resource, GPUs of the whole job)
+    assert (plan.train_tasks(a), plan.train_nodes(a), plan.train_mpi(a), plan.train_gpus(a)) == (
+        2,
+        1,
+        "srun",
+        4,
+    )
+    assert (plan.train_tasks(b), plan.train_nodes(b), plan.train_gpus(b)) == (4, 2, 8)
+    # one process: no mpi resource at all (the plugin wraps the job in its own srun -n1)
+    assert (plan.train_tasks(c), plan.train_mpi(c), plan.train_gpus(c)) == (1, None, 2)
+    # how the processes meet is the launcher's business, never a setting passed to the training
+    train = json.loads(plan.train_settings_json(a, input=None))
+    assert not set(train) & ({"train_tasks", "train_nodes"} | set(shots.LAUNCH_KEYS))
+    assert "rank" in shots.LAUNCH_KEYS and "world_size" in shots.LAUNCH_KEYS
+
+
+def test_more_training_machines_than_processes_is_one_line():
+    plan = plan_of({"shots": {"A": shot(train_tasks=2, train_nodes=3)}})
+    one_line_error(
+        plan.train_nodes, wc(shot="A"), match="config: shots.A.train_nodes: 3 machines for 2"
+    )
+    with pytest.raises(Exception, match="train_tasks"):
+        validated({"shots": {"A": shot(train_tasks=0)}})
+
+
 def test_the_full_training_settings_are_derived_from_input():
     """Snakemake leaves params computed from `input` out of its params rerun trigger: that is
     how the no-retrain settings reach `ccat-tf train` without rerunning a finished training.
@@ -259,7 +298,8 @@ def test_the_full_training_settings_are_derived_from_input():
 def test_no_retrain_keys_are_the_training_engines_compatible_keys_but_epochs():
     from ccat_tf.training import COMPATIBLE_KEYS
 
-    assert set(shots.NO_RETRAIN_KEYS) == COMPATIBLE_KEYS - {"epochs"} - set(shots.MANAGED_KEYS)
+    fixed_by_the_workflow = set(shots.MANAGED_KEYS) | set(shots.LAUNCH_KEYS)
+    assert set(shots.NO_RETRAIN_KEYS) == COMPATIBLE_KEYS - {"epochs"} - fixed_by_the_workflow
     assert "checkpoint_interval" in shots.NO_RETRAIN_KEYS and "model_size" in shots.MODEL_KEYS
     assert set(shots.NO_RETRAIN_KEYS) <= set(shots.TRAIN_KEYS)
 

@@ -1,13 +1,16 @@
-"""``ccat-tf runs``: CopyCat's run table: list the runs of a Data Directory, or rename one."""
+"""``ccat-tf runs``: CopyCat's run table: list the runs of a Data Directory, rename one, or follow
+the running one live."""
 
 from __future__ import annotations
 
 import json
 
-HELP = "list or rename the training runs in a Data Directory"
+HELP = "list, rename or follow (live) the training runs in a Data Directory"
 
 
 def add_arguments(parser) -> None:
+    from ccat_tf.live import INTERVAL
+
     parser.add_argument(
         "data_directory", metavar="DIR", help="the Data Directory a training wrote to"
     )
@@ -21,12 +24,25 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--json", action="store_true", help='print {"runs": [...]} as JSON instead of a table'
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="show the running run's progress (step/total, loss, steps/s, time left, "
+        f"resolution) as one live line until it ends (its writer updates it every {INTERVAL:g} s)",
+    )
 
 
 def run(args) -> int:
+    from ccat_tf.errors import SettingsError
     from ccat_tf.runs import format_run_table, list_runs, rename_run
     from ccat_tf.safe_text import visible
 
+    if args.follow:
+        if args.rename or args.json:
+            raise SettingsError("runs --follow shows one live line: leave out --rename and --json")
+        from ccat_tf.live import follow
+
+        return follow(args.data_directory)
     if args.rename:
         rename_run(args.data_directory, *args.rename)
     runs = list_runs(args.data_directory)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ccat_tf import frames as framespec
+from ccat_tf.settings import LAUNCH_KEYS as _LAUNCH_KEYS
 from ccat_tf.settings import RESUME_COMPATIBLE_KEYS, InferSettings, TrainSettings
 from ccat_tf.workflow import ConfigError
 
@@ -64,8 +65,13 @@ CACHE_KEYS = (
     "output_channels",
     "use_multi_resolution_training",
 )
+# How the ranks of a distributed training meet: per process, set by the launcher
+# (ccat_tf.launch, from the shot's train_tasks and train_nodes) or by SLURM, never by the config.
+LAUNCH_KEYS = tuple(sorted(_LAUNCH_KEYS))
 # Every training setting the workflow passes to `ccat-tf train`.
-TRAIN_KEYS = tuple(f for f in TrainSettings.__dataclass_fields__ if f not in MANAGED_KEYS)
+TRAIN_KEYS = tuple(
+    f for f in TrainSettings.__dataclass_fields__ if f not in MANAGED_KEYS + LAUNCH_KEYS
+)
 # Training settings that cannot change a finished model: those a resume may change
 # (ccat_tf.settings.RESUME_COMPATIBLE_KEYS) except epochs, which asks for more (or fewer) steps.
 NO_RETRAIN_KEYS = tuple(k for k in TRAIN_KEYS if k in RESUME_COMPATIBLE_KEYS - {"epochs"})
@@ -208,6 +214,33 @@ class ShotPlan:
     def infer_settings_json(self, wildcards) -> str:
         """Every inference setting: editing one reruns this shot's inference only."""
         return settings_json(self.pick(wildcards.shot, INFER_KEYS))
+
+    # ---- the training job's processes (resources: they decide how it runs, not what it trains)
+
+    def train_tasks(self, wildcards) -> int:
+        """Processes (ranks) of the shot's training: the SLURM job's tasks."""
+        return int(self.settings_of(wildcards.shot)["train_tasks"])
+
+    def train_nodes(self, wildcards) -> int:
+        """Machines the shot's training runs on (SLURM ``--nodes``); at most one per task."""
+        shot = wildcards.shot
+        nodes, tasks = int(self.settings_of(shot)["train_nodes"]), self.train_tasks(wildcards)
+        if nodes > tasks:
+            raise self.error(
+                f"config: shots.{shot}.train_nodes: {nodes} machines for {tasks} training "
+                "process(es); every machine needs one: raise train_tasks or lower train_nodes"
+            )
+        return nodes
+
+    def train_mpi(self, wildcards) -> str | None:
+        """snakemake-executor-plugin-slurm's ``mpi`` resource. Set (several tasks), the job's
+        shell starts the ranks itself (``ccat_tf.launch``: one ``srun`` step of every task)
+        instead of the plugin's one-task ``srun -n1``; None (one task) leaves it unset."""
+        return "srun" if self.train_tasks(wildcards) > 1 else None
+
+    def train_gpus(self, wildcards) -> int:
+        """GPUs of the whole training job (SLURM ``--gpus``): config ``train_gpus`` per task."""
+        return int(self.config["train_gpus"]) * self.train_tasks(wildcards)
 
     # ---- paths --------------------------------------------------------------------------------
 

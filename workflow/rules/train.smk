@@ -15,6 +15,11 @@
 # A killed job leaves model.cat incomplete, and the next `snakemake` call reruns it, which
 # resumes. Exit 75 means "interrupted, progress saved" (SIGTERM, e.g. a farm's preemption):
 # with --retries (profiles/slurm) the job is resubmitted and resumes.
+#
+# One network, several processes: the shot's train_tasks (default 1) training processes run the
+# same command and train data-parallel; rank 0 alone writes the Data Directory. ccat_tf.launch
+# starts them: in a SLURM job one srun step of train_tasks tasks (ranks from SLURM), otherwise
+# that many local processes on loopback. The other rules are one process each, as ever.
 
 
 rule train:
@@ -29,9 +34,17 @@ rule train:
         "results/benchmarks/train/{shot}.tsv"
     conda:
         "../../envs/ccat_tf-gpu.yaml"
+    # CPU threads per training process (SLURM: --cpus-per-task of each task); locally the
+    # shot's train_tasks processes share them.
     threads: 8
     resources:
-        gpu=config["train_gpus"],
+        gpu=plan.train_gpus,
+        # SLURM: one task per training process, on train_nodes machines; with several tasks
+        # `mpi` makes the job's shell start them itself (ccat_tf.launch: one srun step).
+        tasks=plan.train_tasks,
+        nodes=plan.train_nodes,
+        mpi=plan.train_mpi,
+        tasks_per_gpu=0,
         mem_mb=16000,
         runtime=720,
     params:
@@ -39,7 +52,8 @@ rule train:
         settings=plan.train_settings_json,
         data_directory=plan.train_directory,
     shell:
-        "export OMP_NUM_THREADS={threads} TF_NUM_INTRAOP_THREADS={threads};"
-        " python -m ccat_tf train --settings-json {params.settings:q}"
+        "python -m ccat_tf.launch --tasks {resources.tasks} --nodes {resources.nodes}"
+        " --threads {threads} --gpus {resources.gpu} --"
+        " train --settings-json {params.settings:q}"
         " --data-directory {params.data_directory:q} --cache-file {input.cache:q}"
         " --output {output.model:q} > {log:q} 2>&1"

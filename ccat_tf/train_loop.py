@@ -1,0 +1,130 @@
+"""The training loop: one loop for one device, several local devices and several processes.
+
+Keras 3's ``fit`` does not run under ``tf.distribute.MultiWorkerMirroredStrategy``
+(keras-team/keras#20585), so the step is ours: ``strategy.run`` of the replica step inside a
+``tf.function``, driven by a Python loop that calls the Keras callbacks as ``fit`` does
+(``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin/end(batch, logs)``, ...,
+``model.stop_training``). Every existing callback (checkpoints, summaries, guard, time limit,
+progress) keeps working unchanged.
+
+Gradients: each replica's loss is the mean over its share of the global batch, divided by the
+number of replicas in sync; Keras 3's TensorFlow optimizer (``_all_reduce_sum_gradients`` in
+keras/src/backend/tensorflow/optimizer.py) then SUMS the gradients over all replicas of all
+processes once, inside ``optimizer.apply``: the sum of the replicas' scaled gradients is the
+gradient of the global batch's mean loss. The reported loss is the global batch mean (the
+replicas' means averaged), the same number on every process.
+
+Stopping together: a process may want to stop (SIGTERM, the time limit) at a step where another
+does not. Each step all-reduces a "stop" flag (summed over replicas) with the loss, so every
+process sees ``logs["stop"]`` at the same step and they stop together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+class StepLoop:
+    """Runs training steps of ``trainer`` (a Keras model with ``network`` and a compiled
+    ``optimizer``) under ``strategy``; ``workers`` processes each feed ``local`` replicas."""
+
+    def __init__(self, strategy, trainer, *, loss: str = "mae", workers: int = 1, worker: int = 0):
+        if loss not in ("mae", "mse"):
+            raise ValueError(f"unknown loss {loss!r}")
+        self.strategy, self.trainer, self.loss = strategy, trainer, loss
+        self.workers, self.worker = workers, worker
+        self.stop_wanted: Callable[[], bool] = lambda: False  #: this process wants to stop
+        self._step = None
+
+    @property
+    def replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
+
+    # ---- data --------------------------------------------------------------------------------
+    def distribute(self, dataset, global_batch: int):
+        """``dataset`` yields the GLOBAL batch of each step (every process makes the same one:
+        crops are a pure function of (seed, sample)); each process keeps its slice and each of
+        its replicas its share, in replica order (process 0's replicas first)."""
+        local = self.replicas // self.workers
+        per_process = global_batch // self.workers
+        per_replica = per_process // local
+        lo, hi = self.worker * per_process, (self.worker + 1) * per_process
+
+        def make(_context):
+            ds = dataset
+            if self.workers > 1:
+                ds = ds.map(lambda x, y: (x[lo:hi], y[lo:hi]))
+            if local > 1:  # consecutive elements go to consecutive local replicas
+                ds = ds.unbatch().batch(per_replica, drop_remainder=True)
+            return ds
+
+        return self.strategy.distribute_datasets_from_function(make)
+
+    # ---- the step ----------------------------------------------------------------------------
+    def _make_step(self):
+        import tensorflow as tf
+
+        net, optimizer, strategy = self.trainer.network, self.trainer.optimizer, self.strategy
+        n, kind = self.replicas, self.loss
+
+        @tf.autograph.experimental.do_not_convert
+        def replica_step(x, y, stop):
+            with tf.GradientTape() as tape:
+                error = net(x, training=True) - y
+                loss = tf.reduce_mean(tf.abs(error) if kind == "mae" else tf.square(error))
+                scaled = loss / n if n > 1 else loss  # the all-reduced SUM is the global mean
+            variables = net.trainable_variables
+            optimizer.apply(tape.gradient(scaled, variables), variables)
+            return loss, tf.identity(stop)
+
+        # As Keras's fit: no autograph (no tensor-dependent Python control flow here), and one
+        # shape-generic trace once a second crop size (the next multi-resolution stage) comes.
+        @tf.function(reduce_retracing=True)
+        @tf.autograph.experimental.do_not_convert
+        def step(batch, stop):
+            x, y = batch
+            loss, flag = strategy.run(replica_step, args=(x, y, stop))
+            mean = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+            anyone = strategy.reduce(tf.distribute.ReduceOp.SUM, flag, axis=None)
+            return mean, anyone
+
+        return step
+
+    def run_step(self, batch) -> dict[str, Any]:
+        import tensorflow as tf
+
+        if self._step is None:
+            self._step = self._make_step()
+        wanted = 1.0 if self.stop_wanted() else 0.0
+        stop = self.strategy.experimental_distribute_values_from_function(
+            lambda _context: tf.constant(wanted)
+        )
+        loss, anyone = self._step(batch, stop)
+        return {"loss": float(loss), "stop": bool(float(anyone) > 0)}
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self, dataset, steps: int, callbacks: Sequence[Any], global_batch: int) -> None:
+        """``steps`` steps over ``dataset`` (global batches) with Keras ``callbacks``, stopping
+        early when one sets ``model.stop_training`` (on every process at the same step: the
+        callbacks see the same global loss and the same ``logs["stop"]``)."""
+        import keras
+
+        trainer = self.trainer
+        cbs = keras.callbacks.CallbackList(
+            list(callbacks), add_history=False, add_progbar=False, model=trainer, epochs=1
+        )
+        cbs.set_params({"epochs": 1, "steps": steps, "verbose": 0})
+        trainer.stop_training = False
+        iterator = iter(self.distribute(dataset, global_batch))
+        cbs.on_train_begin()
+        cbs.on_epoch_begin(0)
+        logs: dict[str, Any] = {}
+        for batch in range(steps):
+            cbs.on_train_batch_begin(batch)
+            logs = self.run_step(next(iterator))
+            cbs.on_train_batch_end(batch, logs)
+            if trainer.stop_training:
+                break
+        cbs.on_epoch_end(0, logs)
+        cbs.on_train_end(logs)
