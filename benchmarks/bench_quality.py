@@ -659,17 +659,19 @@ def run_ccat_now(
 
     cpu0, t0 = time.process_time(), time.perf_counter()
     cat = ccat_tf.train(
-        dict(
-            input=seqs.input,
-            ground_truth=seqs.ground_truth,
-            frames=seqs.frames,
-            output_channels=seqs.output_channels,
-            data_directory=str(work / "train_ccat"),
-            time_limit=seconds / 60,
-            batch_size=BATCH,
-            validation_frames="",
-            **CCAT_SETTINGS,
-        ),
+        {
+            **dict(
+                input=seqs.input,
+                ground_truth=seqs.ground_truth,
+                frames=seqs.frames,
+                output_channels=seqs.output_channels,
+                data_directory=str(work / "train_ccat"),
+                time_limit=seconds / 60,
+                batch_size=BATCH,
+                validation_frames="",
+            ),
+            **CCAT_SETTINGS,  # --set may replace any of the above (e.g. time_limit=0 epochs=N)
+        },
         progress_bar=False,
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
