@@ -30,6 +30,7 @@ COMMANDS = {
     "summary-csv": ("summary_csv", "convert a Data Directory's .summary files to loss.csv"),
     "graph": ("graph", "plot loss.csv as CopyCat's Graph (linear and log scale)"),
     "overview": ("overview", "one PNG with the latest contact sheet and preview of each shot"),
+    "stability": ("stability", "plot an output's frame-to-frame flicker against its input's"),
     "pretrain": (
         "pretrain",
         "make a pretrained initial-weights .cat (deblur, upscale, human_matting)",

@@ -283,6 +283,7 @@ def test_dag_of_all(tmp_path):
         "infer_chunk": 2,
         "infer": 1,
         "output_samples": 1,
+        "stability": 1,
         "all": 1,
     }
     chunks = sorted(wc["chunk"] for rule, wc in jobs if rule == "infer_chunk")
@@ -347,6 +348,12 @@ def test_commands_rules_run(tmp_path):
         "python -m ccat_tf overview results/A/train --labels A --output results/overview.png" in out
     )
     assert "oiiotool -i " in out and "-o results/A/output_samples.png" in out
+    stability = next(line for line in out.splitlines() if "ccat_tf stability" in line)
+    assert "python -m ccat_tf stability 'results/A/output/A.####.exr' --input " in stability
+    assert stability.endswith(
+        "--frames 1001-1004 --input-channels rgb --output-channels rgb --title A "
+        "--output results/A/stability.png > logs/stability/A.log 2>&1"
+    )
 
 
 # ---- many shots ---------------------------------------------------------------------------------
@@ -407,8 +414,9 @@ DOWNSTREAM_OF_TRAIN = {
     "infer_chunk",
     "infer",
     "output_samples",
+    "stability",
 }
-INFERENCE = {"infer_chunk", "infer", "output_samples"}
+INFERENCE = {"infer_chunk", "infer", "output_samples", "stability"}
 
 
 def rerun_plan(workdir: Path, config: dict) -> set[tuple[str, str]]:
@@ -538,6 +546,18 @@ def test_data_directory_is_not_an_output(finished_two_shots):
     assert not [o for o in outputs if o.startswith("results/A/train")]
 
 
+def test_each_shots_stability_plot_is_in_the_report(finished_two_shots):
+    import zipfile
+
+    workdir, _ = finished_two_shots
+    result = snakemake(workdir, "--report", str(workdir / "report.zip"))
+    assert (result.stdout + result.stderr).count("Adding stability.png") == 2  # A and B
+    with zipfile.ZipFile(workdir / "report.zip") as z:
+        assert sum(n.endswith("/stability.png") for n in z.namelist()) == 2
+        html = next(z.read(n).decode() for n in z.namelist() if n.endswith("report.html"))
+    assert "Flicker of shot" in html  # workflow/report/stability.rst
+
+
 # ---- the real thing (needs the training and inference engines) ----------------------------------
 
 
@@ -576,6 +596,7 @@ def test_tiny_workflow_end_to_end(tiny_workdir):
         "contact_sheet.png",
         "preview.png",
         "output_samples.png",
+        "stability.png",
         "dataset_report.json",
         "dataset_cache.h5",
     ):
@@ -606,7 +627,7 @@ def test_tiny_workflow_end_to_end(tiny_workdir):
     plan = {rule for rule, _ in job_set(snakemake(work, "-n", "--cores", "2"))}
     assert plan == INFERENCE | {"all"}
 
-    # The report holds the graph, contact sheet, preview and output frames.
+    # The report holds the graph, contact sheet, preview, output frames and stability plot.
     snakemake(work, "--report", str(work / "report.html"), timeout=600)
     assert (work / "report.html").stat().st_size > 0
 

@@ -360,9 +360,15 @@ def test_targets_follow_the_shots_settings():
         "results/B/graph.png",
         "results/B/contact_sheet.png",
     ]
-    assert {"results/A/preview.png", "results/A/output", "results/A/output_samples.png"} <= set(
-        plan.shot_targets("A")
-    )
+    assert {
+        "results/A/preview.png",
+        "results/A/output",
+        "results/A/output_samples.png",
+        "results/A/stability.png",
+    } <= set(plan.shot_targets("A"))
+    # one rendered frame: samples, but no flicker to measure
+    one = plan_of({"shots": {"C": shot(infer_frames=1001)}}).shot_targets("C")
+    assert "results/C/output_samples.png" in one and "results/C/stability.png" not in one
     assert plan.all_targets(None)[0] == "results/overview.png"
 
 
@@ -433,6 +439,32 @@ def test_samples_command_shows_plates_over_outputs():
         "s.png",
     )
     assert "--colorconvert linear sRGB" in exr and "-i o.0001.exr --ch Y,Y,Y" in exr
+
+
+def test_stability_command_names_the_output_its_plates_and_channels():
+    plan = plan_of(
+        {
+            "shots": {
+                "A": shot(
+                    input_channels="rgba", output_channels=["alpha"], infer_frames="1001-1003,1005"
+                )
+            }
+        }
+    )
+    w = wc(shot="A")
+    assert plan.stability_plate_files(w) == [
+        f"demo/bikes/plate/bikes.{f}.png" for f in (1001, 1002, 1003, 1005)
+    ]
+    command = plan.stability_command(
+        w,
+        SimpleNamespace(frames="results/A/output"),
+        SimpleNamespace(png="results/A/stability.png"),
+    )
+    assert command == (
+        "python -m ccat_tf stability 'results/A/output/A.####.exr' --input "
+        "'demo/bikes/plate/bikes.####.png' --frames 1001-1003,1005 --input-channels rgba "
+        "--output-channels alpha --title A --output results/A/stability.png"
+    )
 
 
 # ---- shell prefix -------------------------------------------------------------------------------

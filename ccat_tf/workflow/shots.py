@@ -358,6 +358,28 @@ class ShotPlan:
             str(output.png),
         )
 
+    def stability_plate_files(self, wildcards) -> list[str]:
+        """The plates of every rendered frame (the stability command reads some of them)."""
+        pattern = self.settings_of(wildcards.shot)["input"]
+        return [frame_path(pattern, f) for f in self.infer_frames(wildcards.shot)]
+
+    def stability_command(self, wildcards, input, output) -> str:
+        """The stability rule's ``ccat-tf stability`` line: the rendered output against its
+        plates, every rendered frame named (the command reads at most 48 of them)."""
+        import shlex
+
+        shot, s = wildcards.shot, self.settings_of(wildcards.shot)
+
+        def channels(spec: Any) -> str:
+            return spec if isinstance(spec, str) else ",".join(spec)
+
+        args = ["python", "-m", "ccat_tf", "stability"]
+        args += [f"{input.frames}/{shot}.####.{self.output_ext(shot)}", "--input", s["input"]]
+        args += ["--frames", frame_spec(self.infer_frames(shot))]
+        args += ["--input-channels", channels(s["input_channels"])]
+        args += ["--output-channels", channels(s["output_channels"])]
+        return shlex.join(args + ["--title", shot, "--output", str(output.png)])
+
     # ---- targets ------------------------------------------------------------------------------
 
     def shot_targets(self, shot: str) -> list[str]:
@@ -374,6 +396,8 @@ class ShotPlan:
             files.append(f"results/{shot}/preview.png")
         if self.infer_frames(shot):
             files += [f"results/{shot}/output", f"results/{shot}/output_samples.png"]
+        if len(self.infer_frames(shot)) >= 2:  # flicker is measured between frames
+            files.append(f"results/{shot}/stability.png")
         return files
 
     def all_targets(self, wildcards) -> list[str]:

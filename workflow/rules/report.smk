@@ -1,6 +1,7 @@
 # What a compositor looks at: loss.csv and graph.png per shot (all runs of its Data Directory),
-# the latest contact sheet and preview copied beside them, a strip of output frames, and one
-# overview of every shot. The images are marked for `snakemake --report report.html`.
+# the latest contact sheet and preview copied beside them, a strip of output frames, the output's
+# flicker against the input's, and one overview of every shot. The images are marked for
+# `snakemake --report report.html`.
 
 
 rule summary_csv:
@@ -126,6 +127,37 @@ rule output_samples:
         runtime=15,
     params:
         command=plan.samples_command,
+    shell:
+        "{params.command} > {log:q} 2>&1"
+
+
+# Flicker: the output's frame-to-frame change that the input's motion does not explain, frame by
+# frame, against the input's own (ccat-tf stability; at most 48 frames of a long shot, in 3
+# evenly spread runs). Only for shots rendering 2 frames or more (ShotPlan.shot_targets).
+rule stability:
+    input:
+        frames="results/{shot}/output",
+        plates=plan.stability_plate_files,
+    output:
+        png=report(
+            "results/{shot}/stability.png",
+            caption="../report/stability.rst",
+            category="Shots",
+            subcategory="{shot}",
+            labels={"shot": "{shot}", "figure": "stability (flicker)"},
+        ),
+    log:
+        "logs/stability/{shot}.log",
+    benchmark:
+        "results/benchmarks/stability/{shot}.tsv"
+    conda:
+        "../../envs/ccat_tf-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        command=plan.stability_command,
     shell:
         "{params.command} > {log:q} 2>&1"
 
