@@ -191,19 +191,22 @@ def test_tiled_prediction_equals_whole_frame_prediction_with_coordinates(tmp_pat
     assert np.allclose(again.predict(x), whole, atol=1e-5)
 
 
-def test_the_schedule_warms_up_then_decays_to_the_planned_end():
+def test_the_schedule_warms_up_holds_then_decays_to_the_planned_end():
     s = schedule.WarmupCosine(1e-3, 1000)
-    rates = [float(s(step)) for step in (0, 10, 20, 500, 1000, 2000)]
+    rates = [float(s(step)) for step in (0, 10, 20, 500, 706, 1000, 2000)]
     assert rates[0] == pytest.approx(1e-4)
     assert rates[2] == pytest.approx(1e-3)  # 2% of 1000 steps warm up
-    assert rates[1] < rates[2] and rates[3] < rates[2]
-    assert rates[4] == pytest.approx(5e-5) and rates[5] == pytest.approx(5e-5)
-    assert float(s(510)) == pytest.approx(5e-5 + 0.5 * (1e-3 - 5e-5), rel=1e-5)  # halfway
+    assert rates[1] < rates[2]
+    assert rates[3] == pytest.approx(1e-3) and rates[4] == pytest.approx(1e-3)  # held to 70%
+    assert rates[5] == pytest.approx(5e-5) and rates[6] == pytest.approx(5e-5)
+    assert float(s(853)) == pytest.approx(5e-5 + 0.5 * (1e-3 - 5e-5), rel=1e-5)  # mid-decay
+    assert float(s(800)) < 1e-3 and float(s(900)) < float(s(800))
     s.scale.assign(0.5)
     assert float(s(20)) == pytest.approx(5e-4)
     s.scale.assign(1.0)
-    s.set_total(100)  # a re-plan: warm-up 10 steps (its minimum), the decay ends at 100
-    assert float(s(10)) == pytest.approx(1e-3) and float(s(100)) == pytest.approx(5e-5)
+    s.set_total(100)  # a re-plan: warm-up 3 steps (its minimum), the decay ends at 100
+    assert float(s(3)) == pytest.approx(1e-3) and float(s(70)) == pytest.approx(1e-3)
+    assert float(s(100)) == pytest.approx(5e-5)
 
 
 def test_old_pretrained_weights_load_into_the_position_aware_network(tiny_dataset, tmp_path):
