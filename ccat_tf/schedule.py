@@ -39,6 +39,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """``base`` x ``scale`` x (linear warm-up over :func:`warmup_steps`, the peak held for
     :data:`HOLD_SHARE` of the rest, then cosine to :data:`FINAL_SHARE` at ``total``); constant at
     the final rate past ``total``."""
+
     def __init__(self, base: float, total: int, scale: float = 1.0):
         import tensorflow as tf
 
