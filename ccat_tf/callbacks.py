@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import keras
 import numpy as np
 
-from ccat_tf import summary
+from ccat_tf import live, summary
 from ccat_tf.atomic import atomic_write_json
 
 if TYPE_CHECKING:
@@ -344,19 +344,15 @@ class SummaryLogger(StepCallback):
     """Loss, stage and speed of every step into the run's TensorBoard ``.summary`` file."""
 
     def on_train_begin(self, logs=None):
-        from ccat_tf.live import LiveProgress
-
         ctx = self.ctx
         self._t = time.perf_counter()
         self._live = None
         if ctx.writer is not None:  # the writing rank: runs.json follows the run every 10 s
-            self._live = LiveProgress(
+            self._live = live.LiveProgress(
                 ctx.data_directory, ctx.run_id, writer=ctx.writer, summary_folder=ctx.summary_folder
             )
 
     def on_train_batch_end(self, batch, logs=None):
-        from ccat_tf.live import stage_label
-
         ctx = self.ctx
         if ctx.writer is None or ctx.stop_reason == "nan":
             return
@@ -372,7 +368,7 @@ class SummaryLogger(StepCallback):
         }
         summary.write_scalars(ctx.writer, ctx.summary_folder, step, values)
         if self._live is not None:
-            self._live.step_done(step, values["loss"], stage_label(values["stage_scale"]))
+            self._live.step_done(step, values["loss"], live.stage_label(values["stage_scale"]))
 
 
 class ProgressBar(StepCallback):

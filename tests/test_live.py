@@ -78,6 +78,25 @@ def test_progress_line_shows_step_loss_speed_time_left_and_resolution():
     assert live.format_duration(3725) == "1:02:05"
 
 
+def follow_while(folder, train, out) -> list[str]:
+    """Runs ``train`` in a thread while ``live.follow`` follows ``folder`` into ``out``; the
+    follower must return 0; its lines."""
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    try:
+        assert live.follow(folder, out, poll=0.02) == 0
+    finally:
+        trainer.join()
+    return out.getvalue().splitlines()
+
+
+def wait_for(out, text: str) -> None:
+    """Until the follower has printed ``text`` (a loaded machine must not make it skip one)."""
+    deadline = time.monotonic() + 30
+    while text not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_follow_shows_a_running_run_and_ends_with_it(tmp_path):
     """A thread plays the training: live updates, then the run ends; follow printed them all."""
     run = runs.start_run(tmp_path, {}, first_step=0, total_steps=300, name="hero")
@@ -89,26 +108,15 @@ def test_follow_shows_a_running_run_and_ends_with_it(tmp_path):
 
     out = io.StringIO()
 
-    def shown(step):  # the follower printed this step (so a loaded machine cannot skip one)
-        deadline = time.monotonic() + 30
-        while f"step {step}/300" not in out.getvalue() and time.monotonic() < deadline:
-            time.sleep(0.01)
-
     def train():
-        shown(0)
+        wait_for(out, "step 0/300")
         for step in (100, 200, 300):
             clock.now += 2
             progress.step_done(step, 1.0 / step, "1/4" if step < 200 else "full")
-            shown(step)
+            wait_for(out, f"step {step}/300")
         runs.update_run(tmp_path, run["id"], status="finished", last_step=300)
 
-    trainer = threading.Thread(target=train)
-    trainer.start()
-    try:
-        assert live.follow(tmp_path, out, poll=0.02) == 0
-    finally:
-        trainer.join()
-    lines = out.getvalue().splitlines()
+    lines = follow_while(tmp_path, train, out)
     assert lines[0].startswith("hero  step 0/300  loss -")
     assert "hero  step 200/300  loss 0.00500  50.00 steps/s  left 00:02  res full  running" in lines
     assert lines[-1].startswith("hero  step 300/300") and lines[-1].endswith("finished")
@@ -184,22 +192,17 @@ def test_follow_reads_a_training_that_only_logs_its_steps(tmp_path):
     folder = tmp_path / run["name"]
     writer = open_writer(folder)
 
+    out = io.StringIO()
+
     def train():
+        wait_for(out, "step ")
         for start in (1, 11, 21, 31):
-            time.sleep(0.1)
             _write_steps(writer, folder, range(start, start + 10), stage=1.0)
-        time.sleep(0.1)
+            wait_for(out, f"step {start + 9}/40")
         writer.close()
         runs.update_run(tmp_path, run["id"], status="finished", last_step=40)
 
-    out = io.StringIO()
-    trainer = threading.Thread(target=train)
-    trainer.start()
-    try:
-        assert live.follow(tmp_path, out, poll=0.02) == 0
-    finally:
-        trainer.join()
-    lines = out.getvalue().splitlines()
+    lines = follow_while(tmp_path, train, out)
     assert any(line.startswith("run1  step 20/40  loss 0.05000") for line in lines), lines
     assert all("res full" in line for line in lines[1:]), lines
     assert lines[-1].startswith("run1  step 40/40  loss 0.02500") and lines[-1].endswith("finished")
