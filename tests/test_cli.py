@@ -66,3 +66,16 @@ def test_a_missing_optional_package_names_its_extra(tmp_path, monkeypatch, capsy
     assert len(lines) == 1 and lines[0].startswith("ccat-tf: error: export needs the optional ")
     assert lines[0].endswith("; install it with pip install 'ccat_tf[export]'")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_every_command_prints_its_help(capsys):
+    """--help of every command (help texts hold '%', which argparse would try to format)."""
+    import pytest
+
+    commands = sorted(cli.build_parser()._subparsers._group_actions[0].choices)
+    assert {"train", "infer", "pretrain"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as stop:
+            cli.main([command, "--help"])
+        assert stop.value.code == 0, command
+        assert "usage:" in capsys.readouterr().out, command

@@ -28,7 +28,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, *, skip=()) -> 
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
-        text = f.metadata.get("help", "")
+        text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if isinstance(default, bool):
             group.add_argument(
                 flag,
