@@ -443,10 +443,6 @@ class FrameCache:
         return self._temporal[scale]
 
     @property
-    def has_temporal(self) -> bool:
-        return bool(self._temporal)
-
-    @property
     def scales(self) -> list[float]:
         return sorted(self._levels)
 

@@ -78,6 +78,8 @@ def signature_of(settings: TrainSettings, info: DataSetInfo) -> dict[str, Any]:
     """What a resumed run must share with the run it resumes."""
     s = settings.to_dict()
     sig = {k: v for k, v in s.items() if k not in COMPATIBLE_KEYS}
+    if not sig.get("temporal_consistency"):  # off: a run from before the setting still resumes
+        sig.pop("temporal_consistency", None)
     sig["resolved"] = {
         "batch_size": info.batch_size,
         "crop_size": info.crop_size,

@@ -95,6 +95,21 @@ def test_a_neighbour_of_another_size_or_channels_is_refused_naming_the_file(tmp_
     assert str(bad) in str(err.value) and len(err.value.problems) == 1
 
 
+def test_the_run_signature_holds_the_option_only_when_it_is_on(tmp_path):
+    """Off, a progress file from before the setting existed still resumes; on, the weight and
+    the neighbour frames are part of what a resume must share."""
+    from ccat_tf.settings import TrainSettings
+    from ccat_tf.training import signature_of
+
+    shot, _ = moving_shot(tmp_path, n=4, frames="2")
+    base = {**shot, "model_size": "small", "crop_size": 32, "batch_size": 1}
+    off = signature_of(TrainSettings.from_mapping(base), _validate(shot))
+    assert "temporal_consistency" not in off and "neighbours" not in off["resolved"]
+    on_settings = TrainSettings.from_mapping(base, temporal_consistency=2)
+    on = signature_of(on_settings, _validate(shot, temporal_consistency=2))
+    assert on["temporal_consistency"] == 2 and on["resolved"]["neighbours"] == [3]
+
+
 # ---- the cache ------------------------------------------------------------------------------
 
 

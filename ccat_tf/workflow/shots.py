@@ -196,8 +196,12 @@ class ShotPlan:
         return settings_json(self.pick(wildcards.shot, VALIDATE_KEYS))
 
     def cache_settings_json(self, wildcards) -> str:
-        """cache's settings: what decides the cached pixels."""
-        return settings_json(self.pick(wildcards.shot, CACHE_KEYS))
+        """cache's settings: what decides the cached pixels (temporal_consistency only when on:
+        off, the cache is the one built before the setting existed)."""
+        picked = self.pick(wildcards.shot, CACHE_KEYS)
+        if not picked.get("temporal_consistency"):
+            picked.pop("temporal_consistency", None)
+        return settings_json(picked)
 
     def model_settings_json(self, wildcards) -> str:
         """The settings that decide the trained model: editing one reruns this shot's training
