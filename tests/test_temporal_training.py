@@ -241,6 +241,7 @@ settings = json.loads(sys.argv[1])
 weights, logs = {}, {}
 for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
     s = dict(settings, data_directory=settings["data_directory"] + name)
+    s["cache"] = "hdf5" if name == "two" else "memory"  # the neighbours from either cache
     cb = Logs()
     net = ccat_tf.load_model(ccat_tf.train(s, devices=devices, callbacks=[cb], progress_bar=False))
     weights[name], logs[name] = net.get_weights(), cb.seen
@@ -251,7 +252,8 @@ print("RESULT" + json.dumps({"weight_diff": diff, "logs": logs}))
 
 def test_two_replicas_and_multi_resolution_train_with_the_option(tmp_path):
     """Each replica gets its share of the warped neighbours and masks: step 1's supervised loss
-    and temporal term are the global batch's, as with one replica; all three stages train."""
+    and temporal term are the global batch's, as with one replica (in memory); all three
+    stages train, the two replicas from the HDF5 cache."""
     ds = make_tiny_dataset(tmp_path / "tiny")
     settings = tiny_settings(
         ds,
