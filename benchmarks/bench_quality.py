@@ -540,6 +540,12 @@ def write_sequences(folder: Path, inputs, truths, out_ch: str, train: list[int])
             imageio.write_image(
                 folder / f"gt.{frame}.png", truths[i], ["R", "G", "B"], data_type="uint16"
             )
+    # The input frames next to the training frames: temporal_consistency's neighbours.
+    for i in sorted({j for t in train for j in (t - 1, t + 1)} - set(train)):
+        if 0 <= i < len(inputs):
+            imageio.write_image(
+                folder / f"in.{FIRST_FRAME + i}.png", inputs[i], ["R", "G", "B"], data_type="uint16"
+            )
     return Sequences(
         str(folder / "in.####.png"),
         str(folder / f"gt.####.{gt_ext}"),

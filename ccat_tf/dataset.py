@@ -27,6 +27,10 @@ STAGE_SCALES = (0.25, 0.5, 1.0)
 # Half the run at full resolution keeps fine detail; the low stages make the run ~1.7x cheaper.
 STAGE_SHARES = (0.25, 0.25, 0.5)
 MIN_CROP = 16
+#: temporal_consistency: one sample in this many (those with ``sample % TEMPORAL_EVERY == 0``)
+#: carries its warped neighbour's valid mask, so its neighbour also goes through the network
+#: (train_loop): about half of each batch, a step about 1.4x a plain one on CPU.
+TEMPORAL_EVERY = 2
 
 
 class DataSetProblems(DataSetError):
@@ -60,6 +64,9 @@ class DataSetInfo:
     preview_frames: list[int] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     residual: bool = False
+    #: With temporal_consistency: for each training frame, the neighbouring input frame its
+    #: output must agree with (t+1, else t-1; None: neither is on disk). Empty when off.
+    neighbours: list[int | None] = field(default_factory=list)
 
     @property
     def pairs(self) -> int:
@@ -149,6 +156,8 @@ def validate_dataset(
     survey.check_frame_lists()
     for frame in survey.frames + survey.validation:
         survey.check_pair(frame)
+    if settings.temporal_consistency > 0:
+        survey.find_neighbours()
     survey.check_previews()
     crop = survey.fit_crop()
     if settings.batch_size != "auto" and int(settings.batch_size) > len(survey.frames):
@@ -183,6 +192,8 @@ class _Survey:
         self.in_names: list[str] | None = None
         self.out_names: list[str] | None = None
         self.sizes: set[tuple[int, int]] = set()
+        self.input_sizes: dict[int, tuple[int, int]] = {}  #: frame -> its input's (w, h)
+        self.neighbours: list[int | None] = []
         self.hdr = False
 
     def check_frame_lists(self) -> None:
@@ -216,6 +227,68 @@ class _Survey:
                     f"is {gi.width}x{gi.height}; reformat one to match"
                 )
             self.sizes.add((ii.height, ii.width))
+            self.input_sizes[frame] = (ii.width, ii.height)
+
+    def find_neighbours(self) -> None:
+        """temporal_consistency's unlabelled frames: for each training frame t, input frame t+1
+        if it is on disk, else t-1 (only its input is read, whatever else the frame is: the
+        choice depends on the files alone, so ``ccat-tf cache`` makes the same one). A neighbour
+        must have its frame's size and channels; a frame with neither is trained without the
+        temporal term (a notice), and a data set where no frame has one is a problem."""
+        s = self.settings
+        missing = []
+        for frame in self.frames:
+            chosen = None
+            paths = [(n, framespec.frame_path(s.input, n)) for n in (frame + 1, frame - 1)]
+            found = [(n, path) for n, path in paths if os.path.lexists(path)]
+            if not found:
+                missing.append(frame)
+            elif self._check_neighbour(frame, found[0][1]):
+                chosen = found[0][0]
+            self.neighbours.append(chosen)
+        if missing and len(missing) < len(self.frames):
+            self.notices.append(
+                f"temporal_consistency: frame(s) {framespec.format_frames(missing)} have no "
+                "neighbouring input frame (t+1 or t-1) on disk; they train without the temporal "
+                "term"
+            )
+        elif missing:
+            self.problems.append(
+                f"temporal_consistency is {s.temporal_consistency:g} but no training frame has a "
+                f"neighbouring input frame (t+1 or t-1 of {s.input}) on disk; render the input "
+                "frames next to the training frames or set temporal_consistency to 0"
+            )
+
+    def _check_neighbour(self, frame: int, path: str) -> bool:
+        """The neighbour at ``path`` has training frame ``frame``'s size and input channels
+        (one problem line otherwise; False also when ``frame``'s own input was unreadable)."""
+        try:
+            info = imageio.image_info(path)
+            names = imageio.channel_names_for(
+                self.settings.input_channels, info.channel_names, path=path
+            )
+        except CcatError as err:
+            self.problems.append(str(err))
+            return False
+        size = self.input_sizes.get(frame)
+        if size is None or self.in_names is None:
+            return False
+        if (info.width, info.height) != size:
+            self.problems.append(
+                f"frame {frame}: neighbouring input {path} is {info.width}x{info.height} but the "
+                f"input is {size[0]}x{size[1]}; reformat it to match or set temporal_consistency "
+                "to 0"
+            )
+            return False
+        if len(names) != len(self.in_names):
+            self.problems.append(
+                f"frame {frame}: neighbouring input {path} has {len(names)} channel(s) "
+                f"({', '.join(names)}), the input {len(self.in_names)} "
+                f"({', '.join(self.in_names)}); give it the same channels or set "
+                "temporal_consistency to 0"
+            )
+            return False
+        return True
 
     def _read(self, frame: int, side: str, path: str, spec):
         """(path, header) of one frame, or None after noting its problem."""
@@ -324,6 +397,7 @@ class _Survey:
             preview_frames=self.preview_frames,
             notices=self.notices,
             residual=len(self.in_names) == len(self.out_names) and in_kinds == out_kinds,
+            neighbours=self.neighbours,
         )
 
 
@@ -341,17 +415,32 @@ class FrameCache:
     ``level(scale)`` returns two lists (inputs, ground truths) of HWC float32 arrays (memory) or
     h5py datasets (HDF5), which both support ``[y0:y1, x0:x1]`` slicing, so crops read only the
     pixels they need.
+
+    With temporal_consistency (``info.neighbours``), ``temporal(scale)`` returns two more lists,
+    one entry per pair (None for a pair without a neighbour): the neighbouring input frame
+    warped into the pair's geometry by optical flow, W(x_n), and where that warp is valid
+    (HxWx1, 1 valid, 0 occluded or outside the frame). The flow is computed once per pair at
+    full resolution; both are downsized for each scale exactly as the frames are.
     """
 
     def __init__(
-        self, levels: dict[float, tuple[list, list]], h5file=None, path: Path | None = None
+        self,
+        levels: dict[float, tuple[list, list]],
+        h5file=None,
+        path: Path | None = None,
+        temporal: dict[float, tuple[list, list]] | None = None,
     ):
         self._levels = levels
+        self._temporal = temporal or {}
         self._h5 = h5file
         self.path = path
 
     def level(self, scale: float) -> tuple[list, list]:
         return self._levels[scale]
+
+    def temporal(self, scale: float) -> tuple[list, list]:
+        """(warped neighbours, valid masks) at ``scale``, None for a pair without one."""
+        return self._temporal[scale]
 
     @property
     def scales(self) -> list[float]:
@@ -366,19 +455,32 @@ class FrameCache:
     @staticmethod
     def frame_bytes(info: DataSetInfo, scales) -> int:
         chans = len(info.input_channels) + len(info.output_channels)
-        return int(sum(info.width * info.height * s * s for s in scales) * chans * 4 * info.pairs)
+        per_pixel = chans * info.pairs + _neighbour_count(info) * (len(info.input_channels) + 1)
+        return int(sum(info.width * info.height * s * s for s in scales) * per_pixel * 4)
 
     @classmethod
     def build_in_memory(
         cls, info: DataSetInfo, scales, frames: list[int] | None = None
     ) -> FrameCache:
+        """The training pairs (or ``frames``' pairs: validation, no neighbours) in memory."""
         levels: dict[float, tuple[list, list]] = {s: ([], []) for s in scales}
-        for frame in frames if frames is not None else info.frames:
+        temporal: dict[float, tuple[list, list]] = {}
+        neighbours = info.neighbours if frames is None else []
+        if neighbours:
+            temporal = {s: ([], []) for s in scales}
+        for i, frame in enumerate(frames if frames is not None else info.frames):
             x, y = load_pair(info, frame)
             for s in scales:
                 levels[s][0].append(_downsize(x, s))
                 levels[s][1].append(_downsize(y, s))
-        return cls(levels)
+            if neighbours:
+                warped = None
+                if neighbours[i] is not None:
+                    warped = load_neighbour(info, neighbours[i], x)
+                for s in scales:
+                    for side, arr in zip(temporal[s], warped or (None, None), strict=True):
+                        side.append(None if arr is None else _downsize(arr, s))
+        return cls(levels, temporal=temporal)
 
     @classmethod
     def write_hdf5(cls, info: DataSetInfo, path: str | os.PathLike, scales=STAGE_SCALES) -> Path:
@@ -399,8 +501,12 @@ class FrameCache:
                 h5.attrs["signature"] = dataset_signature(info)
                 for i, frame in enumerate(info.frames):
                     x, y = load_pair(info, frame)
+                    sides = [("input", x), ("ground_truth", y)]
+                    if info.neighbours and info.neighbours[i] is not None:
+                        warped, valid = load_neighbour(info, info.neighbours[i], x)
+                        sides += [("warped", warped), ("valid", valid)]
                     for s in scales:
-                        for side, arr in (("input", x), ("ground_truth", y)):
+                        for side, arr in sides:
                             small = _downsize(arr, s)
                             h5.create_dataset(
                                 f"scale_{s}/{side}/{i:06d}",
@@ -425,22 +531,31 @@ class FrameCache:
         if h5.attrs.get("signature") != dataset_signature(info):
             h5.close()
             raise DataSetError(
-                f"frame cache {path} was built for another data set or other channels; rebuild it "
-                "(ccat-tf cache) or remove cache_file"
+                f"frame cache {path} was built for another data set, other channels or another "
+                "temporal_consistency (neighbour frames); rebuild it (ccat-tf cache) or remove "
+                "cache_file"
             )
-        levels = {}
+        levels, temporal = {}, {}
         try:
             for s in scales:
                 levels[s] = tuple(
                     [h5[f"scale_{s}/{side}/{i:06d}"] for i in range(info.pairs)]
                     for side in ("input", "ground_truth")
                 )
+                if info.neighbours:
+                    temporal[s] = tuple(
+                        [
+                            None if n is None else h5[f"scale_{s}/{side}/{i:06d}"]
+                            for i, n in enumerate(info.neighbours)
+                        ]
+                        for side in ("warped", "valid")
+                    )
         except KeyError as err:
             h5.close()
             raise DataSetError(
                 f"frame cache {path} is incomplete ({err}); rebuild it with ccat-tf cache"
             ) from None
-        return cls(levels, h5file=h5, path=path)
+        return cls(levels, h5file=h5, path=path, temporal=temporal)
 
 
 def _chunks(shape) -> tuple[int, int, int]:
@@ -457,7 +572,13 @@ def _hdf5_bytes(info: DataSetInfo, scales) -> int:
         chunks = math.ceil(h / ch) * math.ceil(w / cw)
         for n in (len(info.input_channels), len(info.output_channels)):
             total += info.pairs * (chunks * (ch * cw * n * 4 + 4) + 2**12)
+        for n in (len(info.input_channels), 1):  # temporal_consistency's warped neighbours
+            total += _neighbour_count(info) * (chunks * (ch * cw * n * 4 + 4) + 2**12)
     return total
+
+
+def _neighbour_count(info: DataSetInfo) -> int:
+    return sum(n is not None for n in info.neighbours)
 
 
 def dataset_signature(info: DataSetInfo) -> str:
@@ -479,6 +600,8 @@ def dataset_signature(info: DataSetInfo) -> str:
             "height",
         )
     }
+    if info.neighbours:  # a cache with temporal_consistency's warped neighbours (else as before)
+        key["neighbours"] = info.neighbours
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -491,6 +614,20 @@ def load_pair(info: DataSetInfo, frame: int) -> tuple[np.ndarray, np.ndarray]:
         transform.encode(x[:h, :w], info.input_transform),
         transform.encode(y[:h, :w], info.output_transform),
     )
+
+
+def load_neighbour(info: DataSetInfo, neighbour: int, x: np.ndarray):
+    """temporal_consistency's view of training input ``x`` (training space, as
+    :func:`load_pair` returns it): input frame ``neighbour`` warped into ``x``'s geometry by the
+    DIS optical flow between them, and where that warp holds (HxWx1 float32, 1 valid, 0 where
+    the forward-backward check finds an occlusion or the match falls outside the frame)."""
+    from ccat_tf import temporal
+
+    h, w = x.shape[:2]
+    n = imageio.read_image(framespec.frame_path(info.input, neighbour), info.input_channels)
+    n = transform.encode(n[:h, :w], info.input_transform)
+    flow = temporal.pair_flow(n, x)  # x(p) ~ n(p + flow(p))
+    return temporal.warp(n, flow), flow.valid[..., None].astype(np.float32)
 
 
 def _downsize(array: np.ndarray, scale: float) -> np.ndarray:
@@ -562,6 +699,9 @@ class CropPlan:
     frame_hw: tuple[int, int]
     augment: bool
     position: bool = False  #: append each pixel's frame coordinates to the input crops
+    #: temporal_consistency: each crop also brings its window of the pair's warped neighbour
+    #: and the warp's valid mask (the same place, rotation and flip)
+    temporal: bool = False
 
     def stage_of(self, step: int) -> int:
         return stage_for_step(step, list(self.stage_bounds))
@@ -594,20 +734,34 @@ def sample_params(
     return pair, y, x, crop, rot, flip
 
 
-def make_crop(cache: FrameCache, plan: CropPlan, sample: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``sample``-th (input, ground truth) crop, augmented; deterministic."""
+def make_crop(cache: FrameCache, plan: CropPlan, sample: int) -> tuple[np.ndarray, ...]:
+    """The ``sample``-th (input, ground truth) crop, augmented; deterministic. With
+    ``plan.temporal`` also (warped neighbour, valid mask) of the same window: the neighbour
+    gets the input's position channels. The mask is empty (and the neighbour the input itself)
+    for a pair without a neighbour and for all but one sample in :data:`TEMPORAL_EVERY`."""
     step = sample // plan.batch_size
     scale = plan.stage_scales[plan.stage_of(step)]
     xs, ys = cache.level(scale)
     shapes = [tuple(a.shape[:2]) for a in xs]
     pair, y, x, crop, rot, flip = sample_params(plan, sample, shapes)
-    xi = _with_position(plan, xs[pair], y, x, crop)
-    yi = np.asarray(ys[pair][y : y + crop, x : x + crop], dtype=np.float32)
+    out = [
+        _with_position(plan, xs[pair], y, x, crop),
+        np.asarray(ys[pair][y : y + crop, x : x + crop], dtype=np.float32),
+    ]
+    if plan.temporal:
+        ws, ms = cache.temporal(scale)
+        if ws[pair] is None or sample % TEMPORAL_EVERY:
+            out += [out[0], np.zeros((*out[0].shape[:2], 1), np.float32)]
+        else:
+            out += [
+                _with_position(plan, ws[pair], y, x, crop),
+                np.asarray(ms[pair][y : y + crop, x : x + crop], dtype=np.float32),
+            ]
     if rot:
-        xi, yi = np.rot90(xi, rot), np.rot90(yi, rot)
+        out = [np.rot90(a, rot) for a in out]
     if flip:
-        xi, yi = xi[:, ::-1], yi[:, ::-1]
-    return np.ascontiguousarray(xi), np.ascontiguousarray(yi)
+        out = [a[:, ::-1] for a in out]
+    return tuple(np.ascontiguousarray(a) for a in out)
 
 
 def make_tf_dataset(
@@ -630,11 +784,14 @@ def make_tf_dataset(
     def fetch(sample):
         return make_crop(cache, current_plan() if current_plan else plan, int(sample))
 
+    # (input, ground truth), and with temporal_consistency (warped neighbour, valid mask)
+    channels = [in_ch, out_ch] + ([in_ch, 1] if plan.temporal else [])
+
     def crop_fn(sample):
-        x, y = tf.numpy_function(fetch, [sample], [tf.float32, tf.float32], stateful=False)
-        x.set_shape([None, None, in_ch])
-        y.set_shape([None, None, out_ch])
-        return x, y
+        out = tf.numpy_function(fetch, [sample], [tf.float32] * len(channels), stateful=False)
+        for tensor, n in zip(out, channels, strict=True):
+            tensor.set_shape([None, None, n])
+        return tuple(out)
 
     b = plan.batch_size
     ds = tf.data.Dataset.range(first_step * b, last_step * b)

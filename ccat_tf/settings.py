@@ -221,6 +221,13 @@ class TrainSettings:
         True,
         "a global colour branch: the least-squares fit of the training pairs, added to the U-Net",
     )
+    temporal_consistency: float = setting(
+        0.0,
+        "weight of a flicker penalty (0: off): each training frame's neighbouring input frame "
+        "(t+1, else t-1), warped to it by optical flow, must give the same output where the "
+        "motion explains it (above 10 the penalty drowns the fix: runs diverged at 20)",
+        range=Range(0, 10, integer=False),
+    )
     seed: int = setting(
         0, "seed of the crop and weight-initialisation random numbers", range=Range(0, 2**32 - 1)
     )

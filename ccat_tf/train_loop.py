@@ -14,6 +14,16 @@ processes once, inside ``optimizer.apply``: the sum of the replicas' scaled grad
 gradient of the global batch's mean loss. The reported loss is the global batch mean (the
 replicas' means averaged), the same number on every process.
 
+Temporal consistency (``temporal`` > 0): a batch then also holds, for each crop, the same window
+of its pair's neighbouring input frame warped into the pair's geometry, W(x_n), and the warp's
+valid mask (:mod:`ccat_tf.dataset`). One sample in :data:`~ccat_tf.dataset.TEMPORAL_EVERY`
+carries a mask (the others an empty one; so the same crops whatever the replicas): those crops
+(the ones whose mask is not empty) also run their W(x_n) through the network, in the same call
+as the batch, and the loss adds ``temporal * mean(mask * err(f(W(x_n)) - stop_gradient(f(x_t))))``
+with the run's error (``|.|`` for mae, ``^2`` for mse), the mean over the pixels of those crops
+(1/TEMPORAL_EVERY of a batch): where the motion explains the neighbour, the output must not
+change. The reported loss stays the supervised one; ``logs["temporal"]`` is the new term.
+
 Stopping together: a process may want to stop (SIGTERM, the time limit) at a step where another
 does not. Each step all-reduces a "stop" flag (summed over replicas) with the loss, so every
 process sees ``logs["stop"]`` at the same step and they stop together.
@@ -29,10 +39,20 @@ class StepLoop:
     """Runs training steps of ``trainer`` (a Keras model with ``network`` and a compiled
     ``optimizer``) under ``strategy``; ``workers`` processes each feed ``local`` replicas."""
 
-    def __init__(self, strategy, trainer, *, loss: str = "mae", workers: int = 1, worker: int = 0):
+    def __init__(
+        self,
+        strategy,
+        trainer,
+        *,
+        loss: str = "mae",
+        workers: int = 1,
+        worker: int = 0,
+        temporal: float = 0.0,
+    ):
         if loss not in ("mae", "mse"):
             raise ValueError(f"unknown loss {loss!r}")
         self.strategy, self.trainer, self.loss = strategy, trainer, loss
+        self.temporal = float(temporal)  #: temporal_consistency's weight (batches of 4 tensors)
         self.workers, self.worker = workers, worker
         self.stop_wanted: Callable[[], bool] = lambda: False  #: this process wants to stop
         self._step = None
@@ -43,9 +63,10 @@ class StepLoop:
 
     # ---- data --------------------------------------------------------------------------------
     def distribute(self, dataset, global_batch: int):
-        """``dataset`` yields the GLOBAL batch of each step (every process makes the same one:
-        crops are a pure function of (seed, sample)); each process keeps its slice and each of
-        its replicas its share, in replica order (process 0's replicas first)."""
+        """``dataset`` yields the GLOBAL batch of each step, a tuple of tensors batched alike
+        ((x, y), or (x, y, warped, valid) with temporal consistency; every process makes the same
+        one: crops are a pure function of (seed, sample)); each process keeps its slice of every
+        tensor and each of its replicas its share, in replica order (process 0's first)."""
         local = self.replicas // self.workers
         per_process = global_batch // self.workers
         per_replica = per_process // local
@@ -54,7 +75,7 @@ class StepLoop:
         def make(_context):
             ds = dataset
             if self.workers > 1:
-                ds = ds.map(lambda x, y: (x[lo:hi], y[lo:hi]))
+                ds = ds.map(lambda *tensors: tuple(t[lo:hi] for t in tensors))
             if local > 1:  # consecutive elements go to consecutive local replicas
                 ds = ds.unbatch().batch(per_replica, drop_remainder=True)
             return ds
@@ -65,29 +86,51 @@ class StepLoop:
     def _make_step(self):
         import tensorflow as tf
 
+        from ccat_tf.dataset import TEMPORAL_EVERY
+
         net, optimizer, strategy = self.trainer.network, self.trainer.optimizer, self.strategy
-        n, kind = self.replicas, self.loss
+        n, kind, weight = self.replicas, self.loss, self.temporal
+
+        def err(e):
+            return tf.abs(e) if kind == "mae" else tf.square(e)
 
         @tf.autograph.experimental.do_not_convert
-        def replica_step(x, y, stop):
+        def replica_step(batch, stop):
+            x, y = batch[0], batch[1]
             with tf.GradientTape() as tape:
-                error = net(x, training=True) - y
-                loss = tf.reduce_mean(tf.abs(error) if kind == "mae" else tf.square(error))
-                scaled = loss / n if n > 1 else loss  # the all-reduced SUM is the global mean
+                if weight > 0 and len(batch) == 4:
+                    # the crops whose neighbour counts: a non-empty mask (dynamic count)
+                    pick = tf.where(tf.reduce_max(batch[3], axis=[1, 2, 3]) > 0)[:, 0]
+                    out = net(tf.concat([x, tf.gather(batch[2], pick)], 0), training=True)
+                    b = tf.shape(x)[0]
+                    pred = out[:b]
+                    change = out[b:] - tf.stop_gradient(tf.gather(pred, pick))
+                    # mean over 1/TEMPORAL_EVERY of the batch's pixels, so replicas' terms
+                    # average to the global batch's whatever each one picked
+                    pixels = tf.cast(tf.size(pred), tf.float32) / TEMPORAL_EVERY
+                    term = tf.reduce_sum(tf.gather(batch[3], pick) * err(change)) / pixels
+                else:
+                    pred, term = net(x, training=True), tf.constant(0.0)
+                loss = tf.reduce_mean(err(pred - y))
+                total = loss + weight * term if weight > 0 else loss
+                scaled = total / n if n > 1 else total  # the all-reduced SUM is the global mean
             variables = net.trainable_variables
             optimizer.apply(tape.gradient(scaled, variables), variables)
-            return loss, tf.identity(stop)
+            return loss, term, tf.identity(stop)
 
         # As Keras's fit: no autograph (no tensor-dependent Python control flow here), and one
         # shape-generic trace once a second crop size (the next multi-resolution stage) comes.
         @tf.function(reduce_retracing=True)
         @tf.autograph.experimental.do_not_convert
         def step(batch, stop):
-            x, y = batch
-            loss, flag = strategy.run(replica_step, args=(x, y, stop))
+            loss, term, flag = strategy.run(replica_step, args=(tuple(batch), stop))
             mean = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+            if weight > 0:  # a plain step all-reduces nothing more than it did
+                term = strategy.reduce(tf.distribute.ReduceOp.MEAN, term, axis=None)
+            else:
+                term = tf.constant(0.0)
             anyone = strategy.reduce(tf.distribute.ReduceOp.SUM, flag, axis=None)
-            return mean, anyone
+            return mean, term, anyone
 
         return step
 
@@ -100,8 +143,11 @@ class StepLoop:
         stop = self.strategy.experimental_distribute_values_from_function(
             lambda _context: tf.constant(wanted)
         )
-        loss, anyone = self._step(batch, stop)
-        return {"loss": float(loss), "stop": bool(float(anyone) > 0)}
+        loss, term, anyone = self._step(batch, stop)
+        logs = {"loss": float(loss), "stop": bool(float(anyone) > 0)}
+        if self.temporal > 0:
+            logs["temporal"] = float(term)
+        return logs
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, dataset, steps: int, callbacks: Sequence[Any], global_batch: int) -> None:

@@ -78,6 +78,8 @@ def signature_of(settings: TrainSettings, info: DataSetInfo) -> dict[str, Any]:
     """What a resumed run must share with the run it resumes."""
     s = settings.to_dict()
     sig = {k: v for k, v in s.items() if k not in COMPATIBLE_KEYS}
+    if not sig.get("temporal_consistency"):  # off: a run from before the setting still resumes
+        sig.pop("temporal_consistency", None)
     sig["resolved"] = {
         "batch_size": info.batch_size,
         "crop_size": info.crop_size,
@@ -87,6 +89,8 @@ def signature_of(settings: TrainSettings, info: DataSetInfo) -> dict[str, Any]:
         "output_transform": info.output_transform,
         "frames": info.frames,
     }
+    if info.neighbours:  # temporal_consistency's unlabelled frames (absent when off, as before)
+        sig["resolved"]["neighbours"] = info.neighbours
     # JSON round trip so comparisons with a signature read back from an .ost are exact.
     return json.loads(json.dumps(sig, default=str))
 
@@ -344,6 +348,7 @@ def crop_plan(settings: TrainSettings, info: DataSetInfo, total: int, arch) -> C
         frame_hw=(info.height, info.width),
         augment=settings.augment,
         position=arch.position,
+        temporal=settings.temporal_consistency > 0 and bool(info.neighbours),
     )
 
 
@@ -617,7 +622,13 @@ class TrainingRun:
             self.optimizer.build(self.net.trainable_variables)
             world = self.cluster.world if self.cluster is not None else 1
             rank = self.cluster.rank if self.cluster is not None else 0
-            self.loop = StepLoop(self.strategy, self.trainer, workers=world, worker=rank)
+            self.loop = StepLoop(
+                self.strategy,
+                self.trainer,
+                workers=world,
+                worker=rank,
+                temporal=settings.temporal_consistency,
+            )
             if self.progress is not None:
                 _restore(self.net, self.optimizer, self.progress)
                 return

@@ -242,7 +242,9 @@ def test_params_split_the_settings_by_what_they_rerun():
     assert set(train) == set(model) | set(shots.NO_RETRAIN_KEYS)
     assert "tile_size" in infer and "epochs" not in infer and "frames" not in infer
     assert not set(train) & set(shots.MANAGED_KEYS)
-    assert set(json.loads(plan.cache_settings_json(w))) == set(shots.CACHE_KEYS) - {"preview"}
+    # temporal_consistency is there only when on (the cache then holds the warped neighbours)
+    cache_keys = set(shots.CACHE_KEYS) - {"preview", "temporal_consistency"}
+    assert set(json.loads(plan.cache_settings_json(w))) == cache_keys
     assert "crop_size" in json.loads(plan.validate_settings_json(w))
     # sorted, compact JSON: Snakemake compares params as text
     assert plan.model_settings_json(w) == json.dumps(model, sort_keys=True, separators=(",", ":"))

@@ -21,6 +21,7 @@ What reruns what is decided here, by which settings go into which rule's ``param
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -64,6 +65,7 @@ CACHE_KEYS = (
     "input_channels",
     "output_channels",
     "use_multi_resolution_training",
+    "temporal_consistency",  # the cache then holds each pair's warped neighbouring input frame
 )
 # How the ranks of a distributed training meet: per process, set by the launcher
 # (ccat_tf.launch, from the shot's train_tasks and train_nodes) or by SLURM, never by the config.
@@ -194,8 +196,12 @@ class ShotPlan:
         return settings_json(self.pick(wildcards.shot, VALIDATE_KEYS))
 
     def cache_settings_json(self, wildcards) -> str:
-        """cache's settings: what decides the cached pixels."""
-        return settings_json(self.pick(wildcards.shot, CACHE_KEYS))
+        """cache's settings: what decides the cached pixels (temporal_consistency only when on:
+        off, the cache is the one built before the setting existed)."""
+        picked = self.pick(wildcards.shot, CACHE_KEYS)
+        if not picked.get("temporal_consistency"):
+            picked.pop("temporal_consistency", None)
+        return settings_json(picked)
 
     def model_settings_json(self, wildcards) -> str:
         """The settings that decide the trained model: editing one reruns this shot's training
@@ -321,11 +327,18 @@ class ShotPlan:
         return files
 
     def pair_files(self, wildcards) -> list[str]:
-        """The training pairs (the cache's input)."""
+        """The training pairs (the cache's input), and with temporal_consistency each pair's
+        neighbouring input frame on disk (t+1, else t-1: the one the cache warps)."""
         s = self.settings_of(wildcards.shot)
-        return sequence_files(s["input"], s["frames"]) + sequence_files(
+        files = sequence_files(s["input"], s["frames"]) + sequence_files(
             s["ground_truth"], s["frames"]
         )
+        if s.get("temporal_consistency", 0) > 0:
+            for frame in frame_list(s["frames"]):
+                near = [frame_path(s["input"], n) for n in (frame + 1, frame - 1)]
+                files += [p for p in near if os.path.lexists(p)][:1]
+            files = list(dict.fromkeys(files))  # a neighbour may be a training frame too
+        return files
 
     def train_extra_files(self, wildcards) -> list[str]:
         """Files training reads beside the cache that decide the model: the checkpoint_file it
