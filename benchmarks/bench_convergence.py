@@ -11,6 +11,7 @@ guard made (from the run table).
 
 Usage: python benchmarks/bench_convergence.py [--sizes small medium] [--steps 3000]
        [--every 250] [--task human_matting] [--output benchmarks/results/convergence.json]
+       [--set colour_branch=false ...]
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ sys.path.insert(0, str(HERE.parent))
 from bench_pretrained import curve, find_shot, make_task_data, run_one  # noqa: E402
 
 
-def run(task: str, size: str, steps: int, every: int, work: Path) -> dict:
+def run(task: str, size: str, steps: int, every: int, work: Path, extra: dict) -> dict:
     """``bench_pretrained``'s from-scratch run (same data, crops and settings) and its summary."""
     from ccat_tf import runs
 
     data = make_task_data(task, find_shot(), work / f"data_{task}")
-    trained = run_one(task, size, "none", data, steps, every, work)
+    trained = run_one(task, size, "none", data, steps, every, work, extra=extra)
     dd = work / f"{task}_{size}_none"  # run_one's Data Directory
     points = curve(dd)
     best_step, best = max(points, key=lambda sp: sp[1])
@@ -47,6 +48,7 @@ def run(task: str, size: str, steps: int, every: int, work: Path) -> dict:
         "final_psnr": points[-1][1],
         "gap_db": best - points[-1][1],
         "rollbacks": runs.load_runs(dd)[-1].get("rollbacks", []),
+        "settings": extra,
         "curve": points,
     }
 
@@ -58,11 +60,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--output", default=str(HERE / "results" / "convergence.json"))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting (repeatable), to measure a candidate default",
+    )
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.set)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-convergence-") as tmp:
         for size in args.sizes:
-            results.append(run(args.task, size, args.steps, args.every, Path(tmp)))
+            results.append(run(args.task, size, args.steps, args.every, Path(tmp), extra))
             r = results[-1]
             print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,8 @@ def curve(data_dir: Path) -> list[tuple[int, float]]:
     return sorted(points)
 
 
-def run_one(task, size, start, data, steps, every, workdir, weights=None) -> dict:
+def run_one(task, size, start, data, steps, every, workdir, weights=None, extra=None) -> dict:
+    """One run of ``task``; ``extra``: more training settings (a candidate default)."""
     import ccat_tf
 
     inp, gt, out_ch = data
@@ -137,6 +138,7 @@ def run_one(task, size, start, data, steps, every, workdir, weights=None) -> dic
         use_multi_resolution_training=False,
         seed=0,
         progress_bar=False,
+        **(extra or {}),
     )
     return {"start": start, "curve": curve(dd), "seconds": round(time.time() - t, 1)}
 
