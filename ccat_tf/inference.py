@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
@@ -900,6 +900,8 @@ class _Held:
 
     frame: _Frame
     output: np.ndarray | None = None
+    #: neighbour frame -> the input flow taking this frame to it (temporal.pair_flows)
+    flows: dict[int, Any] = field(default_factory=dict)
 
 
 def _blended(r: _Render, model: Model, frame: _Frame, held: dict[int, _Held]) -> np.ndarray:
@@ -912,6 +914,12 @@ def _blended(r: _Render, model: Model, frame: _Frame, held: dict[int, _Held]) ->
             h.output = _network(r, model, h.frame)
     others = [held[f] for f in (t - 1, t + 1) if f in held]
     same = [h for h in others if h.frame.pixels.shape == frame.pixels.shape]
+    for h in same:
+        k = h.frame.job.frame
+        if k not in held[t].flows:  # each pair once, always in frame order: chunks agree
+            a, b = sorted((t, k))
+            to_a, to_b = temporal.pair_flows(held[a].frame.pixels, held[b].frame.pixels)
+            held[b].flows[a], held[a].flows[b] = to_a, to_b
     for h in others:
         if h not in same:
             r.notice(
@@ -925,6 +933,7 @@ def _blended(r: _Render, model: Model, frame: _Frame, held: dict[int, _Held]) ->
         frame.pixels,
         [h.frame.pixels for h in same],
         r.settings.temporal_blend,
+        flows=[held[t].flows[h.frame.job.frame] for h in same],
     )
 
 
@@ -1073,7 +1082,8 @@ def infer(
     extension picks the format) may also come in ``settings`` (an :class:`InferSettings` or a
     mapping). Any other :class:`InferSettings` field is a keyword argument: ``tile_size``,
     ``tile_overlap``, ``batch_tiles``, ``use_gpu_if_available``,
-    ``optimize_for_speed_and_memory``, ``output_data_type``, ``merge_input``, ``overwrite``, and the
+    ``optimize_for_speed_and_memory``, ``output_data_type``, ``merge_input``, ``overwrite``,
+    ``temporal_blend`` (flicker reduction, see the module's notes), and the
     hooks ``before_render``, ``before_frame_render``, ``after_frame_render``, ``after_render``,
     ``render_progress`` (callables or ``module:function`` strings, or lists of them).
 

@@ -109,8 +109,9 @@ def _remap(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return out.reshape(image.shape)
 
 
-def pair_flow(prev: np.ndarray, cur: np.ndarray, preset: str = "fast") -> PairFlow:
-    """The backward flow cur -> prev of two input frames and its occlusion mask."""
+def _dis_pair(prev: np.ndarray, cur: np.ndarray, preset: str) -> tuple[np.ndarray, np.ndarray]:
+    """DIS flows both ways between two frames: (back, fwd), cur(x) ~ prev(x + back(x)) and
+    prev(y) ~ cur(y + fwd(y))."""
     cv2 = _cv2()
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
@@ -118,6 +119,23 @@ def pair_flow(prev: np.ndarray, cur: np.ndarray, preset: str = "fast") -> PairFl
     g_prev, g_cur = grey8(prev), grey8(cur)
     back = dis.calc(g_cur, g_prev, None)  # cur(x) ~ prev(x + back(x))
     fwd = dis.calc(g_prev, g_cur, None)  # prev(y) ~ cur(y + fwd(y))
+    return back, fwd
+
+
+def pair_flow(prev: np.ndarray, cur: np.ndarray, preset: str = "fast") -> PairFlow:
+    """The backward flow cur -> prev of two input frames and its occlusion mask."""
+    return _checked(*_dis_pair(prev, cur, preset))
+
+
+def pair_flows(a: np.ndarray, b: np.ndarray, preset: str = "fast") -> tuple[PairFlow, PairFlow]:
+    """``(pair_flow(a, b), pair_flow(b, a))`` from the same two DIS computations: the flow taking
+    frame b to a, then the one taking a to b (half the work of two :func:`pair_flow` calls)."""
+    back, fwd = _dis_pair(a, b, preset)
+    return _checked(back, fwd), _checked(fwd, back)
+
+
+def _checked(back: np.ndarray, fwd: np.ndarray) -> PairFlow:
+    """``back`` (cur -> prev) with the forward-backward check against ``fwd`` (prev -> cur)."""
     fwd_at = _remap(fwd, back)  # the forward flow where each pixel of cur lands in prev
     mismatch = ((back + fwd_at) ** 2).sum(-1)
     size = (back**2).sum(-1) + (fwd_at**2).sum(-1)
@@ -229,6 +247,11 @@ def _display(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(frame, dtype=np.float32), 0, 1)
 
 
+def _channels_last(frame: np.ndarray) -> np.ndarray:
+    f = np.asarray(frame, dtype=np.float32)
+    return f[..., None] if f.ndim == 2 else f
+
+
 def noise_sigma(frame: np.ndarray) -> float:
     """The input's own noise, the standard deviation per channel (rms over channels) of the
     0..1-clipped frame: Immerkaer's Laplacian-difference operator (Immerkaer 1996), with the
@@ -252,13 +275,15 @@ def neighbour_weights(
     neighbour_inputs,
     preset: str = "fast",
     sigma: float | None = None,
+    flows: list[PairFlow] | None = None,
 ) -> list[tuple[PairFlow, np.ndarray]]:
     """Per neighbour input frame (t-1, t+1, any order): the flow taking frame t to it and the
     HxW weight 0..1 of its pixels in the blend. The weight is 0 where the forward-backward check
     fails (occluded, out of frame) and where the warped neighbour input does not match the input
     beyond its own noise (new content, lighting changes, a wrong flow), and 0 everywhere for a
     neighbour that mostly does not match (a scene cut, :data:`CUT_FRACTION`). ``sigma``: the
-    input's noise (default :func:`noise_sigma`)."""
+    input's noise (default :func:`noise_sigma`). ``flows``: per neighbour, the flow taking frame
+    t to it (``pair_flow(neighbour, input)``), when already computed."""
     cv2 = _cv2()
     x = _display(input)
     x = x[..., None] if x.ndim == 2 else x
@@ -266,14 +291,17 @@ def neighbour_weights(
         sigma = noise_sigma(x)
     limit = TOLERANCE * 2 * sigma**2 + FLOOR**2
     out = []
-    for other in neighbour_inputs:
+    for k, other in enumerate(neighbour_inputs):
         y = _display(other)
         y = y[..., None] if y.ndim == 2 else y
         if y.shape != x.shape:
             raise DataSetError(
                 f"a neighbour frame is {y.shape}, the frame {x.shape}: blend frames of one size"
             )
-        flow = pair_flow(y, x, preset)  # x(p) ~ y(p + flow.backward(p))
+        if flows is not None:
+            flow = flows[k]
+        else:  # on the frames as given, as the flicker metrics' flows: x(p) ~ y(p + back(p))
+            flow = pair_flow(_channels_last(other), _channels_last(input), preset)
         residual = np.mean((x - warp(y, flow)) ** 2, axis=-1, dtype=np.float32)
         local = cv2.blur(residual, (BOX, BOX), borderType=cv2.BORDER_REFLECT)
         weight = np.clip(2 - local / limit, 0, 1) * flow.valid
@@ -290,6 +318,7 @@ def blend(
     neighbour_inputs,
     weight: float,
     preset: str = "fast",
+    flows: list[PairFlow] | None = None,
 ) -> np.ndarray:
     """Frame t's output with its neighbours' outputs warped to t mixed in, where the input's
     motion explains them (:func:`neighbour_weights`; flows on the inputs, so any output channels,
@@ -299,7 +328,9 @@ def blend(
     ``out = f + weight * sum_k m_k (W_k - f) / max(1, sum_k m_k)``: with every neighbour valid, the
     output is ``(1 - weight) f + weight * mean_k W_k``; where none is, it is ``f``, unchanged.
     ``weight`` 0 returns ``output`` itself (no flow computed). Neighbours are given in pairs
-    (outputs and inputs in the same order); none (a shot of one frame) returns ``output``."""
+    (outputs and inputs in the same order); none (a shot of one frame) returns ``output``.
+    ``flows``: as for :func:`neighbour_weights` (a renderer computes each pair once,
+    :func:`pair_flows`)."""
     if not 0 <= weight <= 1:
         raise ValueError(f"weight is {weight}; use a number from 0 to 1")
     neighbour_outputs = list(neighbour_outputs)
@@ -315,7 +346,9 @@ def blend(
     total = np.zeros(f3.shape[:2], np.float32)
     pull = np.zeros_like(f3)
     for (flow, m), other in zip(
-        neighbour_weights(input, neighbour_inputs, preset), neighbour_outputs, strict=True
+        neighbour_weights(input, neighbour_inputs, preset, flows=flows),
+        neighbour_outputs,
+        strict=True,
     ):
         if not m.any():
             continue

@@ -85,6 +85,18 @@ def test_a_matte_blends_too_and_the_noise_estimate_is_the_inputs(shot):
     assert flat.shape == (H, W)
 
 
+def test_pair_flows_are_both_pair_flow_directions(shot):
+    a, b = shot["inputs"][2], shot["inputs"][3]
+    to_a, to_b = temporal.pair_flows(a, b)
+    for got, want in ((to_a, temporal.pair_flow(a, b)), (to_b, temporal.pair_flow(b, a))):
+        np.testing.assert_array_equal(got.backward, want.backward)
+        np.testing.assert_array_equal(got.valid, want.valid)
+    given = temporal.blend(shot["outputs"][3], [shot["outputs"][2]], b, [a], 0.5, flows=[to_a])
+    np.testing.assert_array_equal(
+        given, temporal.blend(shot["outputs"][3], [shot["outputs"][2]], b, [a], 0.5)
+    )
+
+
 def test_nothing_leaks_across_a_scene_cut_and_zero_is_off(shot):
     ins, outs = shot["inputs"], shot["outputs"]
     rng = shot["rng"]
