@@ -732,7 +732,7 @@ def _preflight(s: InferSettings, progress_bar: bool) -> _Render:
         reads, needs = _plan_reads(jobs, _neighbour_frames(s, jobs), s.input)
         extra = [j for j in reads if j.index < 0]
         if extra:  # neighbours pass the frames' checks; their depth does not pick the output's
-            _check_input_headers(extra, in_channels, False)
+            _check_input_headers(extra, in_channels, s.merge_input)
     data_type = _output_data_type(out_ext, str(s.output_data_type).lower(), first_info)
     _remove_partial_frames(jobs, notice)
     _check_output(jobs, names, data_type, first_info)

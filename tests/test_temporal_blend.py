@@ -210,3 +210,24 @@ def test_a_frame_without_neighbours_renders(model_and_plates, tmp_path):
     )  # fmt: skip
     x = _read(lone, [10])[10]
     np.testing.assert_array_equal(_read(out, [10])[10], open_model(m["cat"]).predict(x))
+
+
+def test_a_neighbour_gets_the_frames_checks(model_and_plates, tmp_path):
+    """A neighbour on disk is read as a frame is: one that is not an image file fails before
+    anything is written (one line naming it); with temporal_blend 0 it is not read at all."""
+    import shutil
+
+    from ccat_tf.errors import DataSetError
+    from ccat_tf.inference import infer
+
+    m = model_and_plates
+    (tmp_path / "in").mkdir()
+    shutil.copy(m["input"].replace("####", "0002"), tmp_path / "in" / "s.0002.png")
+    (tmp_path / "in" / "s.0003.png").mkdir()  # frame 3, a neighbour, is a folder
+    common = dict(input=str(tmp_path / "in" / "s.####.png"), frames="2", progress_bar=False)
+    out = tmp_path / "out"
+    with pytest.raises(DataSetError, match=r"s\.0003\.png \(a neighbour the temporal blend"):
+        infer(m["cat"], output=str(out / "o.####.exr"), temporal_blend=0.5, **common)
+    assert not out.exists() or not list(out.iterdir())
+    infer(m["cat"], output=str(out / "o.####.exr"), **common)
+    assert (out / "o.0002.exr").exists()
