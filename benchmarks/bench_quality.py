@@ -49,6 +49,12 @@ Methods, each on the same training pairs (``--methods`` picks among the first fo
   the step reached, the total steps and the model size chosen as the final ``.cat``'s metadata
   states them (``ccat_tf.model.read_info``); then ``ccat_tf.model.open_model(final
   .cat).predict`` on each scored frame;
+* ``--blend W``: the ``ccat`` method's frames are then blended with their neighbours' as
+  ``ccat-tf infer --temporal-blend W`` does (``ccat_tf.temporal.blend``: each scored frame and
+  each pair's second frame with the network outputs of frames t-1 and t+1 of the footage warped
+  by the input's flow; the neighbours not scored are rendered for it, after the timed inference,
+  and the blend's seconds are recorded as ``blend_seconds``); the result file records
+  ``ccat_blend``. Without ``--blend`` nothing changes;
 * ``before_<size>`` (with ``--before JSON``): the ``ccat_<size>`` results of an earlier result
   file, made by the code before issue 12 with this script, copied row by row for the same
   (footage, fix); the file is refused unless its budget (``seconds``) and its footage (frame
@@ -89,7 +95,7 @@ independent scoring and never used here. ``synthetic`` (moving shapes) is only f
 Usage:
     python benchmarks/bench_quality.py [--seconds 90] [--footage bikes coffee_pan] [--fixes ...]
         [--methods identity affine poly2 ccat] [--sizes small medium] [--before OLD.json]
-        [--output benchmarks/results/quality.json]
+        [--output benchmarks/results/quality.json] [--set KEY=VALUE ...] [--blend W]
     python benchmarks/bench_quality.py --quick     # 10 s, 2 fixes, 1/4-size bikes
     python benchmarks/bench_quality.py --table benchmarks/results/quality.json
 Needs the ``bench`` extra (opencv-python-headless, scikit-image). Prints Markdown tables.
@@ -653,6 +659,30 @@ def run_ccat(seqs, size, seconds, cal, work, inputs_eval, extra=()) -> tuple[lis
 
 #: ``--set KEY=VALUE`` settings for the ``ccat`` method (to measure a candidate default).
 CCAT_SETTINGS: dict = {}
+#: ``--blend W``: the ``ccat`` method's temporal blend weight (0: none, the default).
+CCAT_BLEND: float = 0.0
+
+
+def blend_neighbours(n: int, rendered: list[int]) -> list[int]:
+    """The frames t-1 and t+1 of the ``rendered`` indices, inside the footage, not rendered."""
+    near = {t + d for t in rendered for d in (-1, 1) if 0 <= t + d < n}
+    return sorted(near - set(rendered))
+
+
+def blend_predictions(preds: dict, rendered: list[int], inputs, weight: float) -> list:
+    """``ccat_tf.temporal.blend`` of each rendered index's prediction (``preds``: index ->
+    network output, neighbours included) with its neighbours t-1 and t+1, as ``infer`` does."""
+    from ccat_tf import temporal
+
+    out = []
+    for t in rendered:
+        near = [k for k in (t - 1, t + 1) if k in preds]
+        out.append(
+            temporal.blend(
+                preds[t], [preds[k] for k in near], inputs[t], [inputs[k] for k in near], weight
+            )
+        )
+    return out
 
 
 def run_ccat_now(
@@ -845,7 +875,17 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
             seqs, size, options["seconds"], cal, work / name / fix, x_eval, x_next
         )
         row["methods"][f"ccat_{size}"] = {**score_all(preds, y_eval, fix, flicker), **info}
-    if "ccat" in options["methods"]:
+    if "ccat" in options["methods"] and CCAT_BLEND > 0:
+        rendered = scored + [b for _, b in where.get("temporal_pairs", []) if flicker]
+        near = blend_neighbours(len(inputs), rendered)
+        extra = x_next + [inputs[i] for i in near]
+        preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, extra)
+        t = time.perf_counter()
+        by_index = dict(zip(rendered + near, preds, strict=True))
+        preds = blend_predictions(by_index, rendered, inputs, CCAT_BLEND)
+        info.update(blend=CCAT_BLEND, blend_seconds=time.perf_counter() - t)
+        row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
+    elif "ccat" in options["methods"]:
         preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, x_next)
         row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
     return row
@@ -885,6 +925,8 @@ def run(
         }
         if before is not None:
             result["before"] = before_note(before)
+        if CCAT_BLEND > 0:
+            result["ccat_blend"] = CCAT_BLEND
         t_start = time.perf_counter()
         plates = {}
         for name in footage:  # all loaded, and checked against --before, before any training
@@ -1100,8 +1142,20 @@ def main(argv=None) -> None:
         metavar="KEY=VALUE",
         help="a training setting for the ccat method (repeatable), to measure a candidate default",
     )
+    parser.add_argument(
+        "--blend",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="blend the ccat method's frames with their neighbours' (temporal_blend W, 0..1)",
+    )
     args = parser.parse_args(argv)
     import yaml
+
+    global CCAT_BLEND
+    if not 0 <= args.blend <= 1:
+        parser.error(f"--blend {args.blend}: give a weight from 0 to 1")
+    CCAT_BLEND = args.blend
 
     for item in args.set:
         key, _, value = item.partition("=")

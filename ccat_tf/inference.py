@@ -15,6 +15,14 @@
    bar. Frames are written to a temporary name and renamed, so an aborted render never leaves a
    half-written frame; SIGTERM or Ctrl-C stops between frames (exit 75 or 130, one line).
 
+With ``temporal_blend`` above 0 (flicker reduction, :func:`ccat_tf.temporal.blend`) each frame's
+output is mixed with its neighbours' (input frames t-1 and t+1) warped by the input's optical
+flow. A frame depends only on those three *input* frames, never on an output on disk, so frames
+render in any order or chunk with identical results: the reader reads each neighbour through the
+same checks as the frames, the network runs once per input frame read and the raw outputs of the
+last frames are kept (:func:`_plan_reads`), so a run of consecutive frames costs one extra network
+run at each end; a neighbour not on disk (the shot's first or last frame) is not used.
+
 Hooks (the Python tab) and the progress bar run on the calling thread; ``after_frame_render`` and
 ``render_progress`` are called once a frame is safely on disk, which, because of the
 write-behind, may be after the next frame started.
@@ -33,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
@@ -114,6 +122,8 @@ def _check_settings(s: InferSettings) -> None:
         )
     if s.batch_tiles < 1:
         raise SettingsError(f"batch_tiles is {s.batch_tiles}; use a whole number of 1 or more")
+    if not 0 <= s.temporal_blend <= 1:
+        raise SettingsError(f"temporal_blend is {s.temporal_blend}; use a number from 0 to 1")
 
 
 def _listing(items: list) -> str:
@@ -190,6 +200,50 @@ def _plan_jobs(s: InferSettings) -> list[_Job]:
                 "delete them, choose another output, or turn overwrite on"
             )
     return jobs
+
+
+def _neighbour_frames(s: InferSettings, jobs: list[_Job]) -> set[int]:
+    """The input frames t-1 and t+1 of the rendered frames that are not rendered themselves but
+    are on disk (the temporal blend uses them); a neighbour that is there but not a regular file
+    fails as a rendered frame would."""
+    rendered = {j.frame for j in jobs}
+    wanted = sorted({j.frame + d for j in jobs for d in (-1, 1)} - rendered)
+    if not wanted:
+        return set()
+    missing, not_files = framespec.Sequence(s.input, wanted).scan()
+    if not_files:
+        from ccat_tf import regular_file
+
+        path = framespec.frame_path(s.input, not_files[0])
+        what = regular_file.problem(path) or "it is not a regular file"
+        raise DataSetError(
+            f"cannot read frame {path} (a neighbour the temporal blend reads): {what}; give an "
+            "image file there or set temporal_blend to 0"
+        )
+    return set(wanted) - set(missing)
+
+
+def _plan_reads(
+    jobs: list[_Job], neighbours: set[int], input_pattern: str
+) -> tuple[list[_Job], list[tuple[int, ...]]]:
+    """What the reader reads, in order, and the input frames each job uses (its own first).
+
+    Job t uses t-1, t, t+1 where on disk (rendered or ``neighbours``);
+    the render loop keeps the frames (and raw outputs) the next job uses and drops the rest, as
+    simulated here, so a frame is read (and run through the network) again only when a later
+    job uses it after it was dropped (frames given out of order)."""
+    on_disk = {j.frame for j in jobs} | neighbours
+    by_frame = {j.frame: j for j in jobs}
+    needs = [(j.frame, *[j.frame + d for d in (-1, 1) if j.frame + d in on_disk]) for j in jobs]
+    reads: list[_Job] = []
+    held: set[int] = set()
+    for i, need in enumerate(needs):
+        for f in sorted(set(need) - held):
+            job = by_frame.get(f) or _Job(-1, f, framespec.frame_path(input_pattern, f), "")
+            reads.append(job)
+            held.add(f)
+        held &= set(needs[i + 1]) if i + 1 < len(needs) else set()
+    return reads, needs
 
 
 def _inode(path: str) -> tuple[int, int] | None:
@@ -643,6 +697,10 @@ class _Render:
     hooks: dict[str, list]
     notice: _Notices
     t_start: float
+    #: the frames the reader reads, in order (the jobs, and neighbours for the temporal blend)
+    reads: list[_Job]
+    #: per job, the input frames it uses: its own, then its neighbours (temporal blend)
+    needs: list[tuple[int, ...]]
 
     @property
     def total(self) -> int:
@@ -669,12 +727,29 @@ def _preflight(s: InferSettings, progress_bar: bool) -> _Render:
     names = _output_names(info, s.merge_input)
     jobs = _plan_jobs(s)
     first_info = _check_input_headers(jobs, in_channels, s.merge_input)
+    reads, needs = list(jobs), [(j.frame,) for j in jobs]
+    if s.temporal_blend > 0:
+        reads, needs = _plan_reads(jobs, _neighbour_frames(s, jobs), s.input)
+        extra = [j for j in reads if j.index < 0]
+        if extra:  # neighbours pass the frames' checks; their depth does not pick the output's
+            _check_input_headers(extra, in_channels, s.merge_input)
     data_type = _output_data_type(out_ext, str(s.output_data_type).lower(), first_info)
     _remove_partial_frames(jobs, notice)
     _check_output(jobs, names, data_type, first_info)
     merge_apart = s.merge_input and [c.upper() for c in in_channels[:3]] != ["R", "G", "B"]
     return _Render(
-        s, info, jobs, in_channels, names, data_type, merge_apart, hooks, notice, t_start
+        s,
+        info,
+        jobs,
+        in_channels,
+        names,
+        data_type,
+        merge_apart,
+        hooks,
+        notice,
+        t_start,
+        reads,
+        needs,
     )
 
 
@@ -713,7 +788,7 @@ class _Pipeline:
         self.writer = _Worker(
             "ccat-infer-write", self.write_in, self.write_out, functools.partial(_write_result, r)
         )
-        for job in r.jobs:
+        for job in r.reads:
             self.read_in.put(job)
         self.read_in.put(None)
 
@@ -796,15 +871,70 @@ class _Delivery:
         )
 
 
-def _compute(r: _Render, model: Model, frame: _Frame) -> np.ndarray:
-    """One output frame: the model's recipe, plus the input RGB for merge_input."""
+def _network(r: _Render, model: Model, frame: _Frame) -> np.ndarray:
+    """The model's recipe on one input frame: the network's output, as predicted."""
     h, w = frame.pixels.shape[:2]
     if (h, w) not in model.plans:
         _announce_tiles(r, model, h, w)
-    result = model.predict(frame.pixels)
+    return model.predict(frame.pixels)
+
+
+def _compute(
+    r: _Render, model: Model, frame: _Frame, held: dict[int, _Held] | None = None
+) -> np.ndarray:
+    """One output frame: the model's recipe, blended with the neighbours in ``held`` (temporal
+    blend; their raw outputs are computed once and kept there), plus the input RGB for
+    merge_input."""
+    if held is None:
+        result = _network(r, model, frame)
+    else:
+        result = _blended(r, model, frame, held)
     if frame.rgb is not None:
         result = np.concatenate([frame.rgb, result], axis=-1)
     return result
+
+
+@dataclass
+class _Held:
+    """An input frame kept for the temporal blend, and its network output once computed."""
+
+    frame: _Frame
+    output: np.ndarray | None = None
+    #: neighbour frame -> the input flow taking this frame to it (temporal.pair_flows)
+    flows: dict[int, Any] = field(default_factory=dict)
+
+
+def _blended(r: _Render, model: Model, frame: _Frame, held: dict[int, _Held]) -> np.ndarray:
+    """Frame t's network output with its held neighbours' mixed in (:func:`temporal.blend`)."""
+    from ccat_tf import temporal
+
+    t = frame.job.frame
+    for h in held.values():
+        if h.output is None:
+            h.output = _network(r, model, h.frame)
+    others = [held[f] for f in (t - 1, t + 1) if f in held]
+    same = [h for h in others if h.frame.pixels.shape == frame.pixels.shape]
+    for h in same:
+        k = h.frame.job.frame
+        if k not in held[t].flows:  # each pair once, always in frame order: chunks agree
+            a, b = sorted((t, k))
+            to_a, to_b = temporal.pair_flows(held[a].frame.pixels, held[b].frame.pixels)
+            held[b].flows[a], held[a].flows[b] = to_a, to_b
+    for h in others:
+        if h not in same:
+            r.notice(
+                f"frame {t}: neighbour frame {h.frame.job.frame} is "
+                f"{h.frame.pixels.shape[1]}x{h.frame.pixels.shape[0]}, not "
+                f"{frame.pixels.shape[1]}x{frame.pixels.shape[0]}; not blended with it"
+            )
+    return temporal.blend(
+        held[t].output,
+        [h.output for h in same],
+        frame.pixels,
+        [h.frame.pixels for h in same],
+        r.settings.temporal_blend,
+        flows=[held[t].flows[h.frame.job.frame] for h in same],
+    )
 
 
 def _announce_tiles(r: _Render, model: Model, h: int, w: int) -> None:
@@ -825,17 +955,24 @@ def _render_frames(
 
     Stops between frames after a signal; the frames computed are still written, whole."""
     non_finite = queued = 0
-    for job in r.jobs:
+    blending = r.settings.temporal_blend > 0
+    held: dict[int, _Held] = {}  # temporal blend: the input frames (and outputs) at hand
+    for i, job in enumerate(r.jobs):
         out.drain()  # a failed write stops the render before the next frame is computed
         if stop.received:
             break
-        frame = pipe.next_frame()
-        if frame.non_finite:
-            non_finite += frame.non_finite
-            r.notice(
-                f"frame {job.frame}: {frame.non_finite} NaN/infinite input values "
-                "replaced (NaN by 0)"
-            )
+        for f in sorted(set(r.needs[i]) - set(held)):
+            frame = pipe.next_frame()
+            assert frame.job.frame == f, (frame.job.frame, f)  # _plan_reads' order
+            held[f] = _Held(frame)
+            if frame.non_finite:
+                non_finite += frame.non_finite
+                what = "" if frame.job.index >= 0 else " (a neighbour for the temporal blend)"
+                r.notice(
+                    f"frame {f}{what}: {frame.non_finite} NaN/infinite input values "
+                    "replaced (NaN by 0)"
+                )
+        frame = held[job.frame].frame
         out.started[job.index] = time.perf_counter()
         call_hooks(
             "before_frame_render",
@@ -846,8 +983,10 @@ def _render_frames(
             input_path=job.input_path,
             path=job.output_path,
         )
-        pipe.write((job, _compute(r, model, frame), frame.info))
+        pipe.write((job, _compute(r, model, frame, held if blending else None), frame.info))
         queued += 1
+        keep = set(r.needs[i + 1]) if blending and i + 1 < len(r.jobs) else set()
+        held = {f: h for f, h in held.items() if f in keep}
         out.drain()
     pipe.write(None)
     out.drain(queued)
@@ -943,7 +1082,8 @@ def infer(
     extension picks the format) may also come in ``settings`` (an :class:`InferSettings` or a
     mapping). Any other :class:`InferSettings` field is a keyword argument: ``tile_size``,
     ``tile_overlap``, ``batch_tiles``, ``use_gpu_if_available``,
-    ``optimize_for_speed_and_memory``, ``output_data_type``, ``merge_input``, ``overwrite``, and the
+    ``optimize_for_speed_and_memory``, ``output_data_type``, ``merge_input``, ``overwrite``,
+    ``temporal_blend`` (flicker reduction, see the module's notes), and the
     hooks ``before_render``, ``before_frame_render``, ``after_frame_render``, ``after_render``,
     ``render_progress`` (callables or ``module:function`` strings, or lists of them).
 

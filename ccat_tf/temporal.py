@@ -21,6 +21,10 @@ images), a sequence a list of them in frame order.
 
 Flows are computed once per frame pair (:func:`sequence_flows`) and passed to the error
 functions, so one set serves every method scored on a shot.
+
+:func:`blend` reduces flicker (``InferSettings.temporal_blend``): a frame's network output mixed
+with its neighbours' outputs warped to it by the input's flow, only where the motion explains
+them (see :func:`neighbour_weights`).
 """
 
 from __future__ import annotations
@@ -105,8 +109,9 @@ def _remap(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return out.reshape(image.shape)
 
 
-def pair_flow(prev: np.ndarray, cur: np.ndarray, preset: str = "fast") -> PairFlow:
-    """The backward flow cur -> prev of two input frames and its occlusion mask."""
+def _dis_pair(prev: np.ndarray, cur: np.ndarray, preset: str) -> tuple[np.ndarray, np.ndarray]:
+    """DIS flows both ways between two frames: (back, fwd), cur(x) ~ prev(x + back(x)) and
+    prev(y) ~ cur(y + fwd(y))."""
     cv2 = _cv2()
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
@@ -114,6 +119,23 @@ def pair_flow(prev: np.ndarray, cur: np.ndarray, preset: str = "fast") -> PairFl
     g_prev, g_cur = grey8(prev), grey8(cur)
     back = dis.calc(g_cur, g_prev, None)  # cur(x) ~ prev(x + back(x))
     fwd = dis.calc(g_prev, g_cur, None)  # prev(y) ~ cur(y + fwd(y))
+    return back, fwd
+
+
+def pair_flow(prev: np.ndarray, cur: np.ndarray, preset: str = "fast") -> PairFlow:
+    """The backward flow cur -> prev of two input frames and its occlusion mask."""
+    return _checked(*_dis_pair(prev, cur, preset))
+
+
+def pair_flows(a: np.ndarray, b: np.ndarray, preset: str = "fast") -> tuple[PairFlow, PairFlow]:
+    """``(pair_flow(a, b), pair_flow(b, a))`` from the same two DIS computations: the flow taking
+    frame b to a, then the one taking a to b (half the work of two :func:`pair_flow` calls)."""
+    back, fwd = _dis_pair(a, b, preset)
+    return _checked(back, fwd), _checked(fwd, back)
+
+
+def _checked(back: np.ndarray, fwd: np.ndarray) -> PairFlow:
+    """``back`` (cur -> prev) with the forward-backward check against ``fwd`` (prev -> cur)."""
     fwd_at = _remap(fwd, back)  # the forward flow where each pixel of cur lands in prev
     mismatch = ((back + fwd_at) ** 2).sum(-1)
     size = (back**2).sum(-1) + (fwd_at**2).sum(-1)
@@ -203,3 +225,140 @@ def temporal_psnr(outputs, truths) -> float:
     """The temporal PSNR of an output sequence against its ground truth (MSE pooled over pairs;
     see the module's notes for the peak)."""
     return psnr_db(float(difference_mse(outputs, truths).mean()))
+
+
+# ---- flicker reduction: the flow-guided temporal blend -------------------------------------
+
+#: A neighbour's pixel counts as explained by the motion when the local mean squared difference
+#: of the input and the warped neighbour input (over a BOX x BOX window, all channels, 0..1) is
+#: at most ``TOLERANCE`` times what two frames of the input's own noise give (2 sigma^2), plus
+#: ``FLOOR``^2 (8-bit quantisation, bilinear resampling). The weight falls linearly to 0 at
+#: twice that.
+BOX = 5
+TOLERANCE = 3.0
+FLOOR = 2 / 255
+#: A neighbour whose mean weight over the frame is below this is dropped altogether: a scene cut
+#: or a whole new view, where the few chance matches would otherwise leak into the frame.
+CUT_FRACTION = 0.25
+
+
+def _display(frame: np.ndarray) -> np.ndarray:
+    """The input as the flow sees it: display values clipped to 0..1 (HDR highlights flat)."""
+    return np.clip(np.asarray(frame, dtype=np.float32), 0, 1)
+
+
+def _channels_last(frame: np.ndarray) -> np.ndarray:
+    f = np.asarray(frame, dtype=np.float32)
+    return f[..., None] if f.ndim == 2 else f
+
+
+def noise_sigma(frame: np.ndarray) -> float:
+    """The input's own noise, the standard deviation per channel (rms over channels) of the
+    0..1-clipped frame: Immerkaer's Laplacian-difference operator (Immerkaer 1996), with the
+    median absolute response (1.4826 MAD / 6) so that edges and texture barely count."""
+    f = _display(frame)
+    if f.ndim == 2:
+        f = f[..., None]
+    if f.shape[0] < 3 or f.shape[1] < 3:
+        return 0.0
+    lap = (
+        f[:-2, :-2] - 2 * f[:-2, 1:-1] + f[:-2, 2:]
+        - 2 * f[1:-1, :-2] + 4 * f[1:-1, 1:-1] - 2 * f[1:-1, 2:]
+        + f[2:, :-2] - 2 * f[2:, 1:-1] + f[2:, 2:]
+    )  # fmt: skip
+    sigma = 1.4826 * np.median(np.abs(lap.reshape(-1, f.shape[-1])), axis=0) / 6
+    return float(np.sqrt(np.mean(sigma**2)))
+
+
+def neighbour_weights(
+    input: np.ndarray,  # noqa: A002 - the input frame t
+    neighbour_inputs,
+    preset: str = "fast",
+    sigma: float | None = None,
+    flows: list[PairFlow] | None = None,
+) -> list[tuple[PairFlow, np.ndarray]]:
+    """Per neighbour input frame (t-1, t+1, any order): the flow taking frame t to it and the
+    HxW weight 0..1 of its pixels in the blend. The weight is 0 where the forward-backward check
+    fails (occluded, out of frame) and where the warped neighbour input does not match the input
+    beyond its own noise (new content, lighting changes, a wrong flow), and 0 everywhere for a
+    neighbour that mostly does not match (a scene cut, :data:`CUT_FRACTION`). ``sigma``: the
+    input's noise (default :func:`noise_sigma`). ``flows``: per neighbour, the flow taking frame
+    t to it (``pair_flow(neighbour, input)``), when already computed."""
+    cv2 = _cv2()
+    x = _display(input)
+    x = x[..., None] if x.ndim == 2 else x
+    if sigma is None:
+        sigma = noise_sigma(x)
+    limit = TOLERANCE * 2 * sigma**2 + FLOOR**2
+    out = []
+    for k, other in enumerate(neighbour_inputs):
+        y = _display(other)
+        y = y[..., None] if y.ndim == 2 else y
+        if y.shape != x.shape:
+            raise DataSetError(
+                f"a neighbour frame is {y.shape}, the frame {x.shape}: blend frames of one size"
+            )
+        if flows is not None:
+            flow = flows[k]
+        else:  # on the frames as given, as the flicker metrics' flows: x(p) ~ y(p + back(p))
+            flow = pair_flow(_channels_last(other), _channels_last(input), preset)
+        residual = np.mean((x - warp(y, flow)) ** 2, axis=-1, dtype=np.float32)
+        local = cv2.blur(residual, (BOX, BOX), borderType=cv2.BORDER_REFLECT)
+        weight = np.clip(2 - local / limit, 0, 1) * flow.valid
+        if weight.mean() < CUT_FRACTION:
+            weight = np.zeros_like(weight)
+        out.append((flow, weight.astype(np.float32)))
+    return out
+
+
+def blend(
+    output: np.ndarray,
+    neighbour_outputs,
+    input: np.ndarray,  # noqa: A002 - the input frame t
+    neighbour_inputs,
+    weight: float,
+    preset: str = "fast",
+    flows: list[PairFlow] | None = None,
+) -> np.ndarray:
+    """Frame t's output with its neighbours' outputs warped to t mixed in, where the input's
+    motion explains them (:func:`neighbour_weights`; flows on the inputs, so any output channels,
+    mattes or colour, HDR or not).
+
+    Per pixel, with neighbour weights m_k and warped outputs W_k:
+    ``out = f + weight * sum_k m_k (W_k - f) / max(1, sum_k m_k)``: with every neighbour valid, the
+    output is ``(1 - weight) f + weight * mean_k W_k``; where none is, it is ``f``, unchanged.
+    ``weight`` 0 returns ``output`` itself (no flow computed). Neighbours are given in pairs
+    (outputs and inputs in the same order); none (a shot of one frame) returns ``output``.
+    ``flows``: as for :func:`neighbour_weights` (a renderer computes each pair once,
+    :func:`pair_flows`)."""
+    if not 0 <= weight <= 1:
+        raise ValueError(f"weight is {weight}; use a number from 0 to 1")
+    neighbour_outputs = list(neighbour_outputs)
+    neighbour_inputs = list(neighbour_inputs)
+    if len(neighbour_outputs) != len(neighbour_inputs):
+        raise DataSetError(
+            f"{len(neighbour_outputs)} neighbour outputs but {len(neighbour_inputs)} inputs"
+        )
+    if weight == 0 or not neighbour_outputs:
+        return output
+    f = np.asarray(output, dtype=np.float32)
+    f3 = f[..., None] if f.ndim == 2 else f
+    total = np.zeros(f3.shape[:2], np.float32)
+    pull = np.zeros_like(f3)
+    for (flow, m), other in zip(
+        neighbour_weights(input, neighbour_inputs, preset, flows=flows),
+        neighbour_outputs,
+        strict=True,
+    ):
+        if not m.any():
+            continue
+        g = np.asarray(other, dtype=np.float32)
+        g = g[..., None] if g.ndim == 2 else g
+        if g.shape != f3.shape:
+            raise DataSetError(f"a neighbour output is {g.shape}, the output {f3.shape}")
+        pull += m[..., None] * (warp(g, flow) - f3)
+        total += m
+    if not total.any():
+        return output
+    out = f3 + weight * pull / np.maximum(total, 1)[..., None]
+    return out.reshape(f.shape).astype(np.float32)

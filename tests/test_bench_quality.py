@@ -269,3 +269,42 @@ def test_before_merges_the_old_runs_and_refuses_another_budget_or_footage(bench,
     table = bench.markdown({"rows": [row]})
     assert "| synthetic | grade_vig | 42.50 | 41.00 (before_small) | +1.50 met |" in table
     assert "0.0200 / 0.0150 (1.3x) met |" in table
+
+
+def test_blend_renders_the_neighbours_and_blends_the_ccat_frames(bench, tmp_path, monkeypatch):
+    """``--blend W``: the ccat method also renders frames t-1, t+1 of each scored and pair frame
+    and scores ``temporal.blend`` of them (a stand-in for the training: the input plus fresh
+    noise); without it, the calls are as before. (The synthetic shapes are noise-free and too
+    small for a good flow: the blend barely acts on them; the wiring is what is checked.)"""
+    pytest.importorskip("cv2")
+    assert bench.blend_neighbours(16, [1, 2, 5]) == [0, 3, 4, 6]
+    assert bench.blend_neighbours(4, [0, 3]) == [1, 2]
+    calls = []
+
+    def fake(seqs, seconds, work, inputs_eval, extra=()):
+        calls.append((len(inputs_eval), len(extra)))
+        rng = np.random.default_rng(len(calls))
+        xs = list(inputs_eval) + list(extra)
+        return [x + rng.normal(0, 0.05, x.shape).astype(np.float32) for x in xs], {"steps": 1}
+
+    monkeypatch.setattr(bench, "run_ccat_now", fake)
+    blends = []
+    real_blend = bench.blend_predictions
+
+    def spy(preds, rendered, inputs, weight):
+        blends.append((sorted(preds), list(rendered), weight))
+        return real_blend(preds, rendered, inputs, weight)
+
+    monkeypatch.setattr(bench, "blend_predictions", spy)
+    common = dict(methods=["identity", "ccat"], frames=16, workdir=tmp_path / "work")
+    plain = bench.run(["synthetic"], ["grade_vig"], [], 6.0, **common)
+    monkeypatch.setattr(bench, "CCAT_BLEND", 0.5)
+    blended = bench.run(["synthetic"], ["grade_vig"], [], 6.0, **common)
+    # scored 1, 5, 7, 11, 13 and pairs (1, 2), (7, 8), (13, 14): 5 frames, 3 second frames; the
+    # blend's neighbours 0, 3, 4, 6, 9, 10, 12, 15 (0, 9, 15 are trained on, rendered still)
+    assert calls == [(5, 3), (5, 3 + 8)]
+    assert blends == [(list(range(16)), [1, 5, 7, 11, 13, 2, 8, 14], 0.5)]
+    assert "ccat_blend" not in plain and blended["ccat_blend"] == 0.5
+    before, after = plain["rows"][0]["methods"]["ccat"], blended["rows"][0]["methods"]["ccat"]
+    assert "blend" not in before and after["blend"] == 0.5 and after["blend_seconds"] > 0
+    assert math.isfinite(after["tpsnr"]) and after["warp_ratio"] > 0

@@ -345,6 +345,14 @@ def test_chunks_cut_the_sorted_infer_frames():
     assert plan.chunk_input_files(w)[0] == "demo/bikes/plate/bikes.1003.png"
     assert plan.chunk_output_pattern(w) == "results/A/chunks/1003-1004/A.####.exr"
     assert plan.chunk_dirs(w)[-1] == "results/A/chunks/1005-1005"
+    blend = plan_of(
+        {"infer_chunk_size": 2, "shots": {"A": shot(infer_frames="1001-1005", temporal_blend=0.5)}}
+    )
+    assert blend.chunk_input_files(w) == [  # the neighbours the blend reads are inputs too
+        f"demo/bikes/plate/bikes.{f}.png" for f in (1003, 1004, 1002, 1005)
+    ]
+    first = blend.chunk_input_files(wc(shot="A", chunk="1001-1002"))
+    assert first == [f"demo/bikes/plate/bikes.{f}.png" for f in (1001, 1002, 1003)]  # no 1000
     assert plan.infer_frame_count(w) == 5
     assert plan.sample_frames("A") == [1001, 1003, 1005]
     one_line_error(plan.chunk_frames, wc(shot="A", chunk="1001-1003"), match="chunks: 1001-1002")

@@ -350,8 +350,15 @@ class ShotPlan:
         return []
 
     def chunk_input_files(self, wildcards) -> list[str]:
-        pattern = self.settings_of(wildcards.shot)["input"]
-        return [frame_path(pattern, f) for f in self.chunk_frames(wildcards)]
+        """The chunk's input frames; with ``temporal_blend`` also their neighbours on disk
+        (frames t-1 and t+1 the blend reads), so an edited neighbour reruns the chunk."""
+        settings = self.settings_of(wildcards.shot)
+        pattern, frames = settings["input"], self.chunk_frames(wildcards)
+        files = [frame_path(pattern, f) for f in frames]
+        if float(settings.get("temporal_blend") or 0) > 0:
+            near = sorted({f + d for f in frames for d in (-1, 1)} - set(frames))
+            files += [p for p in (frame_path(pattern, f) for f in near) if os.path.isfile(p)]
+        return files
 
     def sample_plate_files(self, wildcards) -> list[str]:
         pattern = self.settings_of(wildcards.shot)["input"]
