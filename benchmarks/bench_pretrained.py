@@ -118,7 +118,7 @@ def run_one(task, size, start, data, steps, every, workdir, weights=None, extra=
     pairs = 8
     batch = 4
     t = time.time()
-    ccat_tf.train(
+    settings = dict(
         input=inp,
         ground_truth=gt,
         frames=TRAIN_FRAMES,
@@ -138,8 +138,8 @@ def run_one(task, size, start, data, steps, every, workdir, weights=None, extra=
         use_multi_resolution_training=False,
         seed=0,
         progress_bar=False,
-        **(extra or {}),
     )
+    ccat_tf.train(**{**settings, **(extra or {})})
     return {"start": start, "curve": curve(dd), "seconds": round(time.time() - t, 1)}
 
 

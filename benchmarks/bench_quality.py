@@ -54,7 +54,8 @@ Methods, each on the same training pairs (``--methods`` picks among the first fo
   each pair's second frame with the network outputs of frames t-1 and t+1 of the footage warped
   by the input's flow; the neighbours not scored are rendered for it, after the timed inference,
   and the blend's seconds are recorded as ``blend_seconds``); the result file records
-  ``ccat_blend``. Without ``--blend`` nothing changes;
+  ``ccat_blend``, and the same network's frames unblended as ``ccat_unblended``. Without
+  ``--blend`` nothing changes;
 * ``before_<size>`` (with ``--before JSON``): the ``ccat_<size>`` results of an earlier result
   file, made by the code before issue 12 with this script, copied row by row for the same
   (footage, fix); the file is refused unless its budget (``seconds``) and its footage (frame
@@ -882,8 +883,11 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
         preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, extra)
         t = time.perf_counter()
         by_index = dict(zip(rendered + near, preds, strict=True))
+        # the same network's frames unblended too: the blend's effect without a second training
+        plain = [by_index[i] for i in rendered]
+        row["methods"]["ccat_unblended"] = {**score_all(plain, y_eval, fix, flicker), **info}
         preds = blend_predictions(by_index, rendered, inputs, CCAT_BLEND)
-        info.update(blend=CCAT_BLEND, blend_seconds=time.perf_counter() - t)
+        info = {**info, "blend": CCAT_BLEND, "blend_seconds": time.perf_counter() - t}
         row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
     elif "ccat" in options["methods"]:
         preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, x_next)

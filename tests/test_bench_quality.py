@@ -308,3 +308,7 @@ def test_blend_renders_the_neighbours_and_blends_the_ccat_frames(bench, tmp_path
     before, after = plain["rows"][0]["methods"]["ccat"], blended["rows"][0]["methods"]["ccat"]
     assert "blend" not in before and after["blend"] == 0.5 and after["blend_seconds"] > 0
     assert math.isfinite(after["tpsnr"]) and after["warp_ratio"] > 0
+    # the same network's frames unblended too, scored as the blended ones
+    unblended = blended["rows"][0]["methods"]["ccat_unblended"]
+    assert "ccat_unblended" not in plain["rows"][0]["methods"] and "blend" not in unblended
+    assert {"psnr", "ssim", "tpsnr", "warp_ratio", "steps"} <= set(unblended)
