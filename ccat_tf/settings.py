@@ -413,7 +413,7 @@ class InferSettings:
         True, "replace existing output frames (the input sequence is never overwritten)"
     )
     temporal_blend: float = setting(
-        0.0,
+        0.5,
         "flicker reduction: mix each frame's output with its neighbours' (frames -1 and +1 of "
         "the input, rendered again at a chunk's ends) warped by the input's optical flow, with "
         "this weight, where the motion explains them (0: off)",
