@@ -122,8 +122,6 @@ def _check_settings(s: InferSettings) -> None:
         )
     if s.batch_tiles < 1:
         raise SettingsError(f"batch_tiles is {s.batch_tiles}; use a whole number of 1 or more")
-    if not 0 <= s.temporal_blend <= 1:
-        raise SettingsError(f"temporal_blend is {s.temporal_blend}; use a number from 0 to 1")
 
 
 def _listing(items: list) -> str:

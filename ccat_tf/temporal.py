@@ -256,9 +256,7 @@ def noise_sigma(frame: np.ndarray) -> float:
     """The input's own noise, the standard deviation per channel (rms over channels) of the
     0..1-clipped frame: Immerkaer's Laplacian-difference operator (Immerkaer 1996), with the
     median absolute response (1.4826 MAD / 6) so that edges and texture barely count."""
-    f = _display(frame)
-    if f.ndim == 2:
-        f = f[..., None]
+    f = _channels_last(_display(frame))
     if f.shape[0] < 3 or f.shape[1] < 3:
         return 0.0
     lap = (
@@ -285,15 +283,13 @@ def neighbour_weights(
     input's noise (default :func:`noise_sigma`). ``flows``: per neighbour, the flow taking frame
     t to it (``pair_flow(neighbour, input)``), when already computed."""
     cv2 = _cv2()
-    x = _display(input)
-    x = x[..., None] if x.ndim == 2 else x
+    x = _channels_last(_display(input))
     if sigma is None:
         sigma = noise_sigma(x)
     limit = TOLERANCE * 2 * sigma**2 + FLOOR**2
     out = []
     for k, other in enumerate(neighbour_inputs):
-        y = _display(other)
-        y = y[..., None] if y.ndim == 2 else y
+        y = _channels_last(_display(other))
         if y.shape != x.shape:
             raise DataSetError(
                 f"a neighbour frame is {y.shape}, the frame {x.shape}: blend frames of one size"
@@ -342,7 +338,7 @@ def blend(
     if weight == 0 or not neighbour_outputs:
         return output
     f = np.asarray(output, dtype=np.float32)
-    f3 = f[..., None] if f.ndim == 2 else f
+    f3 = _channels_last(f)
     total = np.zeros(f3.shape[:2], np.float32)
     pull = np.zeros_like(f3)
     for (flow, m), other in zip(
@@ -352,8 +348,7 @@ def blend(
     ):
         if not m.any():
             continue
-        g = np.asarray(other, dtype=np.float32)
-        g = g[..., None] if g.ndim == 2 else g
+        g = _channels_last(other)
         if g.shape != f3.shape:
             raise DataSetError(f"a neighbour output is {g.shape}, the output {f3.shape}")
         pull += m[..., None] * (warp(g, flow) - f3)

@@ -91,3 +91,23 @@ def tiny_settings(ds, data_directory, **overrides):
     )
     s.update(overrides)
     return s
+
+
+def run_two_replicas(script: str, settings: dict) -> dict:
+    """Run ``script`` (it trains on 2 logical CPUs) with ``settings`` as JSON in a fresh process
+    (logical devices must be set before TensorFlow starts); return the JSON it prints after
+    ``RESULT``."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training on 2 replicas: /cpu:0, /cpu:1" in proc.stderr
+    return json.loads(proc.stdout.split("RESULT")[1])

@@ -5,13 +5,9 @@ explain."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import REPO, make_tiny_dataset, tiny_settings, write_png
+from conftest import make_tiny_dataset, run_two_replicas, tiny_settings, write_png
 
 import ccat_tf
 from ccat_tf import dataset, imageio, temporal
@@ -265,16 +261,7 @@ def test_two_replicas_and_multi_resolution_train_with_the_option(tmp_path):
         checkpoint_interval=100,
         contact_sheet_interval=100,
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", TWO_REPLICAS, json.dumps(settings)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "training on 2 replicas: /cpu:0, /cpu:1" in proc.stderr
-    result = json.loads(proc.stdout.split("RESULT")[1])
+    result = run_two_replicas(TWO_REPLICAS, settings)
     one, two = np.array(result["logs"]["one"]), np.array(result["logs"]["two"])
     assert one.shape == two.shape == (4, 2)
     assert np.all(np.isfinite(one)) and np.all(one[:, 1] > 0)

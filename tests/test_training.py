@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO, tiny_settings, write_exr
+from conftest import run_two_replicas, tiny_settings, write_exr
 
 import ccat_tf
 from ccat_tf import catfile, dataset
@@ -283,16 +281,7 @@ def test_two_replicas_on_two_logical_cpus_match_one_replica(tiny_dataset, tmp_pa
         checkpoint_interval=100,
         contact_sheet_interval=100,
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", TWO_REPLICAS, json.dumps(settings)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "training on 2 replicas: /cpu:0, /cpu:1" in proc.stderr
-    result = json.loads(proc.stdout.split("RESULT")[1])
+    result = run_two_replicas(TWO_REPLICAS, settings)
     one, two = result["losses"]["one"], result["losses"]["two"]
     # Step 1 starts from identical weights: the reported loss is the global batch mean (replica
     # losses averaged, not summed), so it matches one replica's to float precision.
