@@ -55,7 +55,8 @@ Methods, each on the same training pairs (``--methods`` picks among the first fo
   by the input's flow; the neighbours not scored are rendered for it, after the timed inference,
   and the blend's seconds are recorded as ``blend_seconds``); the result file records
   ``ccat_blend``, and the same network's frames unblended as ``ccat_unblended``. Without
-  ``--blend`` nothing changes;
+  ``--blend`` nothing changes; ``--also-blend W2 ...`` scores the same frames blended at other
+  weights too, as methods ``ccat_blend<W2>`` (one training measures several weights);
 * ``before_<size>`` (with ``--before JSON``): the ``ccat_<size>`` results of an earlier result
   file, made by the code before issue 12 with this script, copied row by row for the same
   (footage, fix); the file is refused unless its budget (``seconds``) and its footage (frame
@@ -97,6 +98,7 @@ Usage:
     python benchmarks/bench_quality.py [--seconds 90] [--footage bikes coffee_pan] [--fixes ...]
         [--methods identity affine poly2 ccat] [--sizes small medium] [--before OLD.json]
         [--output benchmarks/results/quality.json] [--set KEY=VALUE ...] [--blend W]
+        [--also-blend W2 ...]
     python benchmarks/bench_quality.py --quick     # 10 s, 2 fixes, 1/4-size bikes
     python benchmarks/bench_quality.py --table benchmarks/results/quality.json
 Needs the ``bench`` extra (opencv-python-headless, scikit-image). Prints Markdown tables.
@@ -662,6 +664,8 @@ def run_ccat(seqs, size, seconds, cal, work, inputs_eval, extra=()) -> tuple[lis
 CCAT_SETTINGS: dict = {}
 #: ``--blend W``: the ``ccat`` method's temporal blend weight (0: none, the default).
 CCAT_BLEND: float = 0.0
+#: ``--also-blend W ...``: more weights scored on the same network's frames.
+ALSO_BLEND: list[float] = []
 
 
 def blend_neighbours(n: int, rendered: list[int]) -> list[int]:
@@ -889,6 +893,9 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
         preds = blend_predictions(by_index, rendered, inputs, CCAT_BLEND)
         info = {**info, "blend": CCAT_BLEND, "blend_seconds": time.perf_counter() - t}
         row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
+        for w in ALSO_BLEND:
+            preds = blend_predictions(by_index, rendered, inputs, w)
+            row["methods"][f"ccat_blend{w:g}"] = score_all(preds, y_eval, fix, flicker)
     elif "ccat" in options["methods"]:
         preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, x_next)
         row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
@@ -1153,6 +1160,14 @@ def main(argv=None) -> None:
         metavar="W",
         help="blend the ccat method's frames with their neighbours' (temporal_blend W, 0..1)",
     )
+    parser.add_argument(
+        "--also-blend",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="W",
+        help="with --blend: also score the same frames blended at these weights",
+    )
     args = parser.parse_args(argv)
     import yaml
 
@@ -1160,6 +1175,11 @@ def main(argv=None) -> None:
     if not 0 <= args.blend <= 1:
         parser.error(f"--blend {args.blend}: give a weight from 0 to 1")
     CCAT_BLEND = args.blend
+    if args.also_blend and not args.blend:
+        parser.error("--also-blend needs --blend")
+    if not all(0 < w <= 1 for w in args.also_blend):
+        parser.error(f"--also-blend {args.also_blend}: give weights from 0 (excluded) to 1")
+    ALSO_BLEND[:] = args.also_blend
 
     for item in args.set:
         key, _, value = item.partition("=")

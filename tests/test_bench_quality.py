@@ -312,3 +312,10 @@ def test_blend_renders_the_neighbours_and_blends_the_ccat_frames(bench, tmp_path
     unblended = blended["rows"][0]["methods"]["ccat_unblended"]
     assert "ccat_unblended" not in plain["rows"][0]["methods"] and "blend" not in unblended
     assert {"psnr", "ssim", "tpsnr", "warp_ratio", "steps"} <= set(unblended)
+    # --also-blend: more weights scored on the same frames (no second training)
+    monkeypatch.setattr(bench, "ALSO_BLEND", [1.0])
+    calls.clear()
+    both = bench.run(["synthetic"], ["grade_vig"], [], 6.0, **common)["rows"][0]["methods"]
+    assert len(calls) == 1 and blends[-1][2] == 1.0
+    assert blends[-2:] == [(blends[-2][0], blends[-2][1], 0.5), (blends[-2][0], blends[-2][1], 1.0)]
+    assert {"psnr", "ssim", "tpsnr", "warp_ratio"} <= set(both["ccat_blend1"])
