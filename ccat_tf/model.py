@@ -247,7 +247,12 @@ def network_inputs(info: ModelInfo) -> int:
 
 
 def architecture(info: ModelInfo) -> Architecture:
-    return Architecture(info.model_size, position=info.position, colour=info.colour)
+    return Architecture(
+        info.model_size,
+        position=info.position,
+        colour=info.colour,
+        colour_input=info.colour_input,
+    )
 
 
 def open_model(

@@ -16,6 +16,7 @@ Versions of the metadata (the ``version`` key):
 * **3**: ``position`` (the network takes u, v, r^2 frame-coordinate channels after the image's,
   :func:`ccat_tf.models.coordinate_channels`) and ``colour`` (it has the global colour branch);
   both false when missing (versions 1 and 2).
+* **4**: ``colour_input`` (the U-Net also sees the colour branch's output); false when missing.
 
 Keys this version does not know (``pretrained`` of the shipped weights, catfile's ``format`` and
 ``model_sha256``) are kept in ``extra`` and written back unchanged.
@@ -31,7 +32,7 @@ from ccat_tf.errors import ModelFileError
 from ccat_tf.safe_text import visible
 
 #: The metadata version this ccat_tf writes; it reads 1 up to this.
-VERSION = 3
+VERSION = 4
 #: A divisor beyond this is no network ccat_tf builds (the presets use 8).
 _MAX_DIVISOR = 4096
 
@@ -50,6 +51,7 @@ class ModelInfo:
     model_size: str
     position: bool = False  #: the input has frame-coordinate channels after the image's
     colour: bool = False  #: the network has the global colour branch
+    colour_input: bool = False  #: its U-Net also sees the colour branch's output
     # How it was trained (shown by ccat-tf info; None when unknown).
     step: int | None = None
     total_steps: int | None = None
@@ -148,7 +150,7 @@ def _checked(values: dict, source) -> dict:
         if key not in values:
             raise _bad(source, f"its metadata has no {key}")
     _check(source, values, "divisor", lambda v: _is_int(v) and 1 <= v <= _MAX_DIVISOR, "1..4096")
-    for key in ("residual", "position", "colour"):
+    for key in ("residual", "position", "colour", "colour_input"):
         _check(source, values, key, lambda v: isinstance(v, bool), "true or false")
     if out["residual"] and len(out["input_channels"]) != len(out["output_channels"]):
         raise _bad(source, "it is residual but maps a different number of channels")

@@ -19,6 +19,10 @@ Two additions beyond a plain U-Net, each a flag of :class:`Architecture` stored 
   zero, so a run starts exactly at a global colour fit and the U-Net learns what is left. The
   branch is not trained further: trained jointly (L1 loss, 1/4-resolution crops first) it drifted
   from the L2 optimum and a 2-minute stylisation run ended 0.4 dB under the fit it started at.
+  With ``colour_input`` (every network built since) the U-Net also sees the branch's output as
+  input channels, after the image's and the coordinates: what it must learn is the fix minus the
+  fit, and with the fit in view it can cancel the fit where it is wrong (a matte's or a
+  stylisation's smear) instead of having to rebuild the second-order polynomial from the colours.
 
 Only built-in Keras layers are used (a .cat's layer classes are checked against an allow-list):
 channel selection and products are fixed (non-trainable) 1x1 convolutions and ``Multiply``.
@@ -59,6 +63,9 @@ class Architecture:
     model_size: str
     position: bool = False
     colour: bool = False
+    #: the U-Net's input also has the colour branch's output (needs ``colour``; older .cat and
+    #: .ost files lack it and are rebuilt without it)
+    colour_input: bool = False
 
 
 def divisor(model_size: str) -> int:
@@ -136,7 +143,8 @@ def build_model(
     ``residual`` defaults to ``in_channels == out_channels``. ``dtype_policy`` (e.g.
     ``"mixed_float16"``) is applied to every layer but the last ones, which stay float32 so
     outputs keep full precision. With ``position`` the network's input has
-    :data:`POSITION_CHANNELS` more channels after the image's.
+    :data:`POSITION_CHANNELS` more channels after the image's; with ``colour_input`` the
+    U-Net's first convolution sees ``out_channels`` more (the colour branch's output).
     """
     import keras
     from keras import layers
@@ -149,8 +157,14 @@ def build_model(
         raise ValueError("a residual model needs as many input channels as output channels")
     kw = {"dtype": dtype_policy} if dtype_policy else {}
     n_total = in_channels + (POSITION_CHANNELS if arch.position else 0)
+    if arch.colour_input and not arch.colour:
+        raise ValueError("colour_input needs the colour branch (colour)")
     inputs = keras.Input((None, None, n_total), name="image")
-    x = _unet(inputs, preset, kw)
+    colour = _colour_branch(inputs, n_total, out_channels) if arch.colour else None
+    unet_input = inputs
+    if arch.colour_input:
+        unet_input = layers.Concatenate(name="unet_input", dtype="float32")([inputs, colour])
+    x = _unet(unet_input, preset, kw)
     head_init = "zeros" if arch.colour else "glorot_uniform"
     outputs = layers.Conv2D(
         out_channels, 1, padding="same", name="head", dtype="float32", kernel_initializer=head_init
@@ -161,7 +175,7 @@ def build_model(
             _select(inputs, range(in_channels), "image_channels") if arch.position else inputs
         )
     if arch.colour:
-        terms.append(_colour_branch(inputs, n_total, out_channels))
+        terms.append(colour)
     if len(terms) > 1:
         label = "sum" if arch.colour or arch.position else "residual"
         outputs = layers.Add(name=label, dtype="float32")(terms)

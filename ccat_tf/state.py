@@ -128,6 +128,7 @@ def model_weight_shapes(
     *,
     position: bool = False,
     colour: bool = False,
+    colour_input: bool = False,
     residual: bool = False,
     trainable_only: bool = False,
 ) -> list[tuple]:
@@ -140,7 +141,7 @@ def model_weight_shapes(
     preset = PRESETS[model_size]
     shapes: list[tuple] = []
     n_total = in_channels + (POSITION_CHANNELS if position else 0)
-    channels = n_total
+    channels = n_total + (out_channels if colour_input else 0)
 
     def conv(filters: int, size: int = 3) -> None:
         nonlocal channels
@@ -230,6 +231,10 @@ def _check_meta(meta) -> dict:
     return meta
 
 
+#: An .ost's architecture flags; a flag an older file lacks reads as false.
+ARCH_FLAGS = ("position", "colour", "colour_input", "residual")
+
+
 def _architecture(meta: dict) -> dict:
     """The network an .ost's arrays belong to: recorded (format 2) or a plain U-Net (format 1)."""
     from ccat_tf.models import PRESETS
@@ -243,14 +248,14 @@ def _architecture(meta: dict) -> dict:
     size = arch.get("model_size")
     if not isinstance(size, str) or size not in PRESETS:
         raise _Refused("its signature names no model_size and channels")
-    flags = {k: arch.get(k, False) for k in ("position", "colour", "residual")}
+    flags = {k: arch.get(k, False) for k in ARCH_FLAGS}
     if not all(isinstance(v, bool) for v in flags.values()):
         raise _Refused("its architecture's flags are not true or false")
     return {"model_size": size, **flags}
 
 
 def _flags(arch: dict) -> dict:
-    return {k: arch[k] for k in ("position", "colour", "residual")}
+    return {k: arch[k] for k in ARCH_FLAGS}
 
 
 def _group(h5, group: str) -> None:

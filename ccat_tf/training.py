@@ -356,7 +356,12 @@ def new_architecture(settings: TrainSettings, model_size: str):
     """The network a new run builds (``model_size`` resolved, never auto)."""
     from ccat_tf.models import Architecture
 
-    return Architecture(model_size, position=settings.position_aware, colour=settings.colour_branch)
+    return Architecture(
+        model_size,
+        position=settings.position_aware,
+        colour=settings.colour_branch,
+        colour_input=settings.colour_branch,
+    )
 
 
 def architecture_of(progress: ost.Progress):
@@ -364,7 +369,12 @@ def architecture_of(progress: ost.Progress):
     from ccat_tf.models import Architecture
 
     a = progress.architecture or {"model_size": progress.signature.get("model_size")}
-    return Architecture(a["model_size"], bool(a.get("position")), bool(a.get("colour")))
+    return Architecture(
+        a["model_size"],
+        bool(a.get("position")),
+        bool(a.get("colour")),
+        bool(a.get("colour_input")),
+    )
 
 
 @dataclass
@@ -1049,10 +1059,10 @@ def _restore(net, optimizer, progress: ost.Progress) -> None:
 def _load_initial(net, initial: tuple[Path, dict]) -> set[str]:
     """Copy the initial weights into ``net`` layer by layer (by name); return the names loaded.
 
-    A network trained without position awareness (the shipped pretrained weights) fits a
-    position-aware one: its first convolution's kernel gets zero weights for the coordinate
-    channels, so it starts computing exactly what it computed; layers the source lacks (the
-    colour branch) keep their own start.
+    A network trained without position awareness or colour branch (the shipped pretrained
+    weights) fits today's: its first convolution's kernel gets zero weights for the coordinate
+    and colour-fit channels, so it starts computing exactly what it computed; layers the source
+    lacks (the colour branch) keep their own start.
     """
     from ccat_tf.model import open_model
 
@@ -1141,6 +1151,7 @@ def model_info(
         model_size=arch.model_size,
         position=arch.position,
         colour=arch.colour,
+        colour_input=arch.colour_input,
         step=step,
         total_steps=total,
         epochs=settings.epochs,

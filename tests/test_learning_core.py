@@ -167,7 +167,12 @@ def test_tiled_prediction_equals_whole_frame_prediction_with_coordinates(tmp_pat
     from ccat_tf.model import Model, TileSettings
     from ccat_tf.model_info import ModelInfo
 
-    net = build_model(3, 3, Architecture("small", position=True, colour=True))
+    net = build_model(3, 3, Architecture("small", position=True, colour=True, colour_input=True))
+    colour = net.get_layer("colour")  # a fitted branch, so the U-Net sees a non-zero fit
+    rng = np.random.default_rng(2)
+    colour.set_weights(
+        [rng.normal(0, 0.1, w.shape).astype(np.float32) for w in colour.get_weights()]
+    )
     info = ModelInfo(
         input_channels=("R", "G", "B"),
         output_channels=("R", "G", "B"),
@@ -178,6 +183,7 @@ def test_tiled_prediction_equals_whole_frame_prediction_with_coordinates(tmp_pat
         model_size="small",
         position=True,
         colour=True,
+        colour_input=True,
     )
     x = np.random.default_rng(1).uniform(0, 1, (300, 420, 3)).astype(np.float32)
     whole = Model(net, info, tiles=TileSettings(tile_size=1024)).predict(x)
@@ -187,7 +193,7 @@ def test_tiled_prediction_equals_whole_frame_prediction_with_coordinates(tmp_pat
     assert np.allclose(whole, tiled, atol=1e-5)
     cat = Model(net, info).save(tmp_path / "m.cat")
     again = open_model(cat)
-    assert again.info.position and again.info.colour
+    assert again.info.position and again.info.colour and again.info.colour_input
     assert np.allclose(again.predict(x), whole, atol=1e-5)
 
 
@@ -217,7 +223,38 @@ def test_old_pretrained_weights_load_into_the_position_aware_network(tiny_datase
         progress_bar=False,
     )
     info = read_info(cat)
-    assert info.position and info.colour
+    assert info.position and info.colour and info.colour_input
+
+
+def test_the_unet_sees_the_colour_fit_and_older_runs_keep_their_network():
+    """New networks give the U-Net the colour branch's output as input channels; an .ost or .cat
+    written before that (no ``colour_input``) is rebuilt as it was, so old runs resume."""
+    from ccat_tf.model import architecture
+    from ccat_tf.model_info import ModelInfo
+    from ccat_tf.settings import TrainSettings
+    from ccat_tf.training import architecture_of, new_architecture
+
+    arch = new_architecture(TrainSettings(), "small")
+    assert arch.colour and arch.colour_input
+    net = build_model(3, 1, arch)
+    assert net.get_layer("unet_input").output.shape[-1] == 3 + 3 + 1  # image, u v r^2, fit
+    assert net.get_layer("stem").kernel.shape[2] == 7
+    old = {"model_size": "small", "position": True, "colour": True, "residual": False}
+    progress = state.Progress(0, 1, 0, 0, "r", {}, {}, {}, [], [], architecture=old)
+    assert architecture_of(progress) == Architecture("small", True, True, False)
+    meta = {"format": 2, "architecture": old}
+    assert state._architecture(meta)["colour_input"] is False
+    info = ModelInfo.from_json(
+        {
+            **ModelInfo(("R",), ("A",), ("linear",), ("linear",), 8, False, "small").to_json(),
+            "version": 3,
+            "position": True,
+            "colour": True,
+        }
+    )
+    assert architecture(info) == Architecture("small", True, True, False)
+    with pytest.raises(ValueError, match="colour_input needs the colour branch"):
+        build_model(3, 1, Architecture("small", colour_input=True))
 
 
 def test_speed_measurement_leaves_out_each_stages_first_step():

@@ -333,8 +333,9 @@ def hostile(path: Path, kind: str) -> None:
 
 HOSTILE_OST = [
     ("gzip-2GiB", "no Fletcher-32 checksum"),
-    # The default network is position-aware: its first kernel is 3x3x(3+3)x16 = 864 values.
-    ("2GiB-checksummed", "not 864 for this model"),
+    # The default network's first weights are its colour branch's fixed pair selection: each of
+    # the 21 products of two of its 6 inputs (rgb, u, v, r^2), 1x1x6x21 = 126 values.
+    ("2GiB-checksummed", "not 126 for this model"),
     ("external-passwd", "reads its data from another file"),
     ("external-urandom", "reads its data from another file"),
     ("nan-without-fletcher32", "no Fletcher-32 checksum"),
@@ -423,10 +424,17 @@ def test_3_progress_loader_knows_the_shapes_of_every_model(size):
             tuple(w.shape) for w in net.get_weights()
         ]
         # Position-aware and colour-branch networks: the same shapes, in Keras' own order.
-        for position, colour in ((True, True), (True, False), (False, True)):
-            arch = Architecture(size, position=position, colour=colour)
+        for position, colour, seen in (
+            (True, True, True),
+            (True, True, False),
+            (True, False, False),
+            (False, True, True),
+        ):
+            arch = Architecture(size, position=position, colour=colour, colour_input=seen)
             net = build_model(n_in, n_out, arch)
-            flags = dict(position=position, colour=colour, residual=n_in == n_out)
+            flags = dict(
+                position=position, colour=colour, colour_input=seen, residual=n_in == n_out
+            )
             assert sorted(state.model_weight_shapes(size, n_in, n_out, **flags)) == sorted(
                 tuple(w.shape) for w in net.get_weights()
             )
