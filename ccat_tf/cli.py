@@ -120,9 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     quiet = contextlib.nullcontext() if args.debug else without_library_logs()
     try:
         with quiet:
-            return _run(args)
+            code = _run(args)
     finally:
         restore_warnings()
+    if getattr(args, "end_process", False):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _run(args) -> int:
@@ -135,6 +140,7 @@ def _run(args) -> int:
         if args.debug:
             raise
         print(f"ccat-tf: error: {err}", file=sys.stderr)
+        args.end_process = err.ends_process
         return err.exit_code
     except KeyboardInterrupt:
         print("ccat-tf: interrupted", file=sys.stderr)

@@ -444,10 +444,12 @@ def lost_rank_error(err: Exception, cluster: Cluster, timeout: float) -> RankErr
         return None
     tasks = sorted({int(t) for t in re.findall(r"task:(\d+)", text)} - {cluster.rank})
     who = f"rank {', '.join(map(str, tasks))}" if tasks else "another rank"
-    return RankError(
+    lost = RankError(
         f"rank {cluster.rank}: {who} stopped answering (died, or no reply within rank_timeout "
         f"{timeout:g} s); rank 0's last saved progress is kept: start every rank again to resume"
     )
+    lost.ends_process = True  # TensorFlow: "Restart your program to reset"
+    return lost
 
 
 class Watchdog:

@@ -13,6 +13,10 @@ class CcatError(Exception):
     """A user-fixable problem. ``str(err)`` is a single line: what is wrong, where, and the fix."""
 
     exit_code = 2
+    #: The process cannot be used after this error (a distributed runtime that lost a peer):
+    #: the CLI ends it as soon as the error line is out, skipping the interpreter's teardown,
+    #: whose library finalisers would only print tracebacks after the one line.
+    ends_process = False
 
     def __init__(self, message: str):
         # Keep the promise of a one-line message even when a caller formats in a newline, and

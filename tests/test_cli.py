@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import REPO
 
 from ccat_tf import cli
@@ -79,3 +80,42 @@ def test_every_command_prints_its_help(capsys):
             cli.main([command, "--help"])
         assert stop.value.code == 0, command
         assert "usage:" in capsys.readouterr().out, command
+
+
+def test_a_lost_rank_ends_the_process_right_after_its_one_line(monkeypatch, capsys):
+    """A distributed runtime that lost a peer cannot be torn down quietly (TensorFlow's
+    collectives leave a pool whose finaliser prints a traceback at exit, after the error line):
+    the CLI ends the process with os._exit once the line is out. Other errors return normally."""
+    from ccat_tf import distributed
+    from ccat_tf.commands import info
+    from ccat_tf.errors import DataSetError
+
+    cluster = distributed.Cluster(0, 2, "127.0.0.1", 1, "COPYCAT")
+    lost = distributed.lost_rank_error(
+        __import__("tensorflow").errors.UnavailableError(None, None, "task:1 Socket closed"),
+        cluster,
+        20,
+    )
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    for err, ended in ((lost, True), (DataSetError("bad"), False)):
+
+        def fail(args, err=err):
+            raise err
+
+        monkeypatch.setattr(info, "run", fail)
+        exits.clear()
+        if ended:
+            with pytest.raises(SystemExit):
+                cli.main(["info", "x.cat"])
+        else:
+            assert cli.main(["info", "x.cat"]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exits == ([2] if ended else [])
+        assert line.startswith("ccat-tf: error: ")
+    assert "rank 0: rank 1 stopped answering" in str(lost)
