@@ -21,6 +21,7 @@ import numpy as np
 
 from ccat_tf import live, summary
 from ccat_tf.atomic import atomic_write_json
+from ccat_tf.averaging import in_network
 
 if TYPE_CHECKING:
     from ccat_tf.dataset import CropPlan, DataSetInfo, FrameCache
@@ -64,6 +65,7 @@ class RunContext:
     writer: Any = None  # tf.summary writer (summary.open_writer)
     schedule: Any = None  # schedule.WarmupCosine, the optimizer's learning rate (its scale)
     guard: Any = None  # the guard.DivergenceGuard of this fit, once made
+    average: Any = None  # averaging.WeightAverage: what validation and every file see, or None
     # ---- kept across a resume (persistent_state) ----
     lr_scale: float = 1.0  # the schedule's gentleness: x0.5 at each rollback
     rollbacks: int = 0  # rollbacks so far, in this training and those it resumed
@@ -217,7 +219,8 @@ class DataDirectoryWriter(StepCallback):
     def checkpoint(self, step: int) -> Path | None:
         """Validation (and the guard's check of it), then on the writing rank the .cat, the
         progress, latest.json, the preview and the on_checkpoint hook. Other ranks validate
-        too (their guard must decide as rank 0's does), keep the best PSNR and say one line."""
+        too (their guard must decide as rank 0's does), keep the best PSNR and say one line.
+        Validation, the .cat files and the preview use the weights' moving average, if kept."""
         from ccat_tf.hooks import call_hooks
 
         ctx = self.ctx
@@ -233,10 +236,13 @@ class DataDirectoryWriter(StepCallback):
                 flush=True,
             )
             return None
-        # Before the step checkpoint, so that one is the newer file of the two (a Data Directory
-        # without latest.json takes its newest .cat).
-        self.best_checkpoint(step)
-        path = ctx.saver.save_model(ctx.data_directory / f"{ctx.run_name}.step{step:07d}.cat", step)
+        with in_network(ctx.average):
+            # Before the step checkpoint, so that one is the newer file of the two (a Data
+            # Directory without latest.json takes its newest .cat).
+            self.best_checkpoint(step)
+            path = ctx.saver.save_model(
+                ctx.data_directory / f"{ctx.run_name}.step{step:07d}.cat", step
+            )
         ctx.last_checkpoint = path
         self.progress(step)
         # The "latest" pointer moves only once the checkpoint it names is complete.
@@ -282,7 +288,8 @@ class DataDirectoryWriter(StepCallback):
         crops = contact_sheet_crops(ctx.cache, ctx.plan, step - 1)
         inputs = np.stack([c[0] for c in crops])
         # Training crops are already encoded and divisor-sized: the network step of the recipe.
-        outputs = ctx.model.network_output(inputs)
+        with in_network(ctx.average):
+            outputs = ctx.model.network_output(inputs)
         rows = []
         n_img = len(ctx.info.input_channels)  # crops of a position-aware run carry coordinates
         for (x, y), out in zip(crops, outputs, strict=True):
@@ -309,10 +316,11 @@ class DataDirectoryWriter(StepCallback):
         ctx = self.ctx
         kinds = ctx.info.output_transform
         images, labels = [], []
-        for frame, pixels in ctx.preview_frames:
-            out = ctx.model.predict(pixels)  # as ccat-tf infer would write it
-            images.append(to_display(transform.encode(out, kinds), kinds))
-            labels.append(f"frame {frame}")
+        with in_network(ctx.average):
+            for frame, pixels in ctx.preview_frames:
+                out = ctx.model.predict(pixels)  # as ccat-tf infer would write it
+                images.append(to_display(transform.encode(out, kinds), kinds))
+                labels.append(f"frame {frame}")
         render_preview(
             images,
             ctx.data_directory / f"{ctx.run_name}.preview.step{step:07d}.png",
@@ -332,9 +340,11 @@ class DataDirectoryWriter(StepCallback):
         info = ctx.info
         xs, ys = ctx.validation_cache.level(1.0)
         outputs, truths = [], []
-        for x, y in zip(xs, ys, strict=True):
-            outputs.append(ctx.model.predict(transform.decode(np.asarray(x), info.input_transform)))
-            truths.append(transform.decode(np.asarray(y), info.output_transform))
+        with in_network(ctx.average):
+            for x, y in zip(xs, ys, strict=True):
+                x = transform.decode(np.asarray(x), info.input_transform)
+                outputs.append(ctx.model.predict(x))
+                truths.append(transform.decode(np.asarray(y), info.output_transform))
         ctx.val_psnr = output_psnr(np.stack(outputs), np.stack(truths), info.output_transform)
         if ctx.writer is not None:
             summary.write_scalars(ctx.writer, ctx.summary_folder, step, {"val_psnr": ctx.val_psnr})

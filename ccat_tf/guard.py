@@ -193,11 +193,13 @@ class LossWatch:
 
 @dataclass
 class Snapshot:
-    """The network's weights and the optimizer's slots (not its step counter) at ``step``."""
+    """The network's weights, the optimizer's slots (not its step counter) and the weights'
+    moving average (if kept: ``(count, arrays)``) at ``step``."""
 
     step: int
     weights: list[np.ndarray] = field(repr=False)
     slots: list[np.ndarray] = field(repr=False)
+    average: tuple | None = field(default=None, repr=False)
 
 
 class DivergenceGuard(StepCallback):
@@ -253,16 +255,20 @@ class DivergenceGuard(StepCallback):
 
     def snapshot(self, step: int) -> Snapshot:
         slots = self.model.optimizer.variables[1:]  # [0] is the step counter: it runs on
+        average = self.ctx.average
         return Snapshot(
             step,
             [np.array(w, copy=True) for w in self._network().get_weights()],
             [np.array(v.numpy(), copy=True) for v in slots],
+            average.state() if average is not None else None,
         )
 
     def restore(self, snap: Snapshot) -> None:
         self._network().set_weights(snap.weights)
         for var, value in zip(self.model.optimizer.variables[1:], snap.slots, strict=True):
             var.assign(value)
+        if snap.average is not None and self.ctx.average is not None:
+            self.ctx.average.load(*snap.average)
 
     def keep(self, step: int) -> None:
         """Every window of steps: confirm the pending snapshot and take a new one while the

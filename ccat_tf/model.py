@@ -252,6 +252,7 @@ def architecture(info: ModelInfo) -> Architecture:
         position=info.position,
         colour=info.colour,
         colour_input=info.colour_input,
+        position_fit_only=info.position_fit_only,
     )
 
 

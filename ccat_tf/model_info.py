@@ -17,6 +17,8 @@ Versions of the metadata (the ``version`` key):
   :func:`ccat_tf.models.coordinate_channels`) and ``colour`` (it has the global colour branch);
   both false when missing (versions 1 and 2).
 * **4**: ``colour_input`` (the U-Net also sees the colour branch's output); false when missing.
+* **5**: ``position_fit_only`` (the frame coordinates feed the colour branch only, not the
+  U-Net); false when missing.
 
 Keys this version does not know (``pretrained`` of the shipped weights, catfile's ``format`` and
 ``model_sha256``) are kept in ``extra`` and written back unchanged.
@@ -32,7 +34,7 @@ from ccat_tf.errors import ModelFileError
 from ccat_tf.safe_text import visible
 
 #: The metadata version this ccat_tf writes; it reads 1 up to this.
-VERSION = 4
+VERSION = 5
 #: A divisor beyond this is no network ccat_tf builds (the presets use 8).
 _MAX_DIVISOR = 4096
 
@@ -52,6 +54,7 @@ class ModelInfo:
     position: bool = False  #: the input has frame-coordinate channels after the image's
     colour: bool = False  #: the network has the global colour branch
     colour_input: bool = False  #: its U-Net also sees the colour branch's output
+    position_fit_only: bool = False  #: the coordinates feed the colour branch, not the U-Net
     # How it was trained (shown by ccat-tf info; None when unknown).
     step: int | None = None
     total_steps: int | None = None
@@ -150,7 +153,7 @@ def _checked(values: dict, source) -> dict:
         if key not in values:
             raise _bad(source, f"its metadata has no {key}")
     _check(source, values, "divisor", lambda v: _is_int(v) and 1 <= v <= _MAX_DIVISOR, "1..4096")
-    for key in ("residual", "position", "colour", "colour_input"):
+    for key in ("residual", "position", "colour", "colour_input", "position_fit_only"):
         _check(source, values, key, lambda v: isinstance(v, bool), "true or false")
     if out["residual"] and len(out["input_channels"]) != len(out["output_channels"]):
         raise _bad(source, "it is residual but maps a different number of channels")

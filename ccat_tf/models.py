@@ -10,8 +10,12 @@ Two additions beyond a plain U-Net, each a flag of :class:`Architecture` stored 
 
 * ``position``: three more input channels say where in the whole frame each pixel is
   (:func:`coordinate_channels`: u and v from -1 at the left/top edge to +1 at the right/bottom
-  edge, and r^2 = u^2 + v^2), so a vignette, lens shading or a locked-off garbage matte can be
-  learnt from random crops. The pixel recipe supplies them for crops, whole frames and tiles alike.
+  edge, and r^2 = u^2 + v^2), so a vignette, lens shading or a graduated sky can be learnt from
+  random crops. The pixel recipe supplies them for crops, whole frames and tiles alike. With
+  ``position_fit_only`` (every network built since) only the colour branch sees them: a U-Net
+  that sees them memorises where things were in the few training frames (a 3000-step matte of
+  moving figures ended 5.3 dB lower with them), while the branch's smooth second-order terms in
+  u, v and r^2 are what learns a vignette.
 * ``colour``: a global colour branch, a 1x1 convolution over second-order features of the input
   (every channel, every product of two channels, with ``position`` the coordinates and their
   products with the colour too), added to the U-Net's output. Training starts it at the
@@ -66,6 +70,9 @@ class Architecture:
     #: the U-Net's input also has the colour branch's output (needs ``colour``; older .cat and
     #: .ost files lack it and are rebuilt without it)
     colour_input: bool = False
+    #: the frame coordinates feed the colour branch only, not the U-Net (needs ``position`` and
+    #: ``colour_input``; older files lack it: their U-Net sees the coordinates)
+    position_fit_only: bool = False
 
 
 def divisor(model_size: str) -> int:
@@ -159,11 +166,16 @@ def build_model(
     n_total = in_channels + (POSITION_CHANNELS if arch.position else 0)
     if arch.colour_input and not arch.colour:
         raise ValueError("colour_input needs the colour branch (colour)")
+    if arch.position_fit_only and not (arch.position and arch.colour_input):
+        raise ValueError("position_fit_only needs position and colour_input")
     inputs = keras.Input((None, None, n_total), name="image")
     colour = _colour_branch(inputs, n_total, out_channels) if arch.colour else None
-    unet_input = inputs
+    image = inputs
+    if arch.position and (residual or arch.position_fit_only):
+        image = _select(inputs, range(in_channels), "image_channels")
+    unet_input = image if arch.position_fit_only else inputs
     if arch.colour_input:
-        unet_input = layers.Concatenate(name="unet_input", dtype="float32")([inputs, colour])
+        unet_input = layers.Concatenate(name="unet_input", dtype="float32")([unet_input, colour])
     x = _unet(unet_input, preset, kw)
     head_init = "zeros" if arch.colour else "glorot_uniform"
     outputs = layers.Conv2D(
@@ -171,9 +183,7 @@ def build_model(
     )(x)
     terms = [outputs]
     if residual:
-        terms.append(
-            _select(inputs, range(in_channels), "image_channels") if arch.position else inputs
-        )
+        terms.append(image)
     if arch.colour:
         terms.append(colour)
     if len(terms) > 1:

@@ -215,11 +215,19 @@ class TrainSettings:
     position_aware: bool = setting(
         True,
         "give the network each pixel's place in the whole frame (u, v, r^2 channels) so "
-        "vignettes, lens shading and locked-off mattes can be learnt from crops",
+        "vignettes, lens shading and graduated skies can be learnt from crops; with the colour "
+        "branch only its fit sees them (a U-Net seeing them memorised where things were)",
     )
     colour_branch: bool = setting(
         True,
         "a global colour branch: the least-squares fit of the training pairs, added to the U-Net",
+    )
+    weight_average: float = setting(
+        0.99,
+        "decay of the moving average of the weights that validation, checkpoints and the "
+        "final .cat hold (0: off, the last step's weights); it warms up as "
+        "min(decay, (1+n)/(10+n)) after n steps, so short runs average only their last steps",
+        range=Range(0, 0.9999, integer=False),
     )
     temporal_consistency: float = setting(
         0.0,

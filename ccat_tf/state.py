@@ -30,10 +30,11 @@ from ccat_tf.safe_text import visible
 
 CURRENT = "progress.ost"
 PREVIOUS = "progress.prev.ost"
-#: Written: 2 (the network's architecture recorded, the optimizer's one scalar the step count:
-#: the learning rate is a schedule). Read: 1 and 2 (1: a plain U-Net, Adam's step and rate).
-FORMAT = 2
-FORMATS = (1, 2)
+#: Written: 3 (2 and the moving average of the weights, ccat_tf.averaging, when it is on). Read:
+#: 1, 2 and 3 (2: the network's architecture recorded, the optimizer's one scalar the step count,
+#: the learning rate being a schedule; 1: a plain U-Net, Adam's step and rate).
+FORMAT = 3
+FORMATS = (1, 2, 3)
 
 
 @dataclass
@@ -54,6 +55,9 @@ class Progress:
     architecture: dict[str, Any] = field(default_factory=dict)
     #: What the callbacks keep across a resume (RunContext.persistent_state).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The moving averages of the trainable weights and their update count (None: not kept).
+    average: list[np.ndarray] | None = field(default=None, repr=False)
+    average_count: int = 0
 
 
 def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path:
@@ -81,9 +85,14 @@ def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path
                 "n_optimizer": len(progress.optimizer),
                 "architecture": progress.architecture,
                 "extra": progress.extra,
+                "n_average": len(progress.average or []),
+                "average_count": progress.average_count,
             }
             h5.attrs["meta"] = json.dumps(meta, default=str)
-            for group, arrays in (("weights", progress.weights), ("optimizer", progress.optimizer)):
+            groups = [("weights", progress.weights), ("optimizer", progress.optimizer)]
+            if progress.average:
+                groups.append(("average", progress.average))
+            for group, arrays in groups:
                 g = h5.create_group(group)
                 for i, arr in enumerate(arrays):
                     arr = np.asarray(arr)
@@ -101,8 +110,8 @@ def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path
 
 
 #: The most array bytes an .ost may hold: the largest model a user can make (``large``, 1023
-#: channels in and out) takes 21.4 MB of weights and 64.0 MB with Adam's two moments, what an .ost
-#: stores; this is catfile's cap for the same 64.0 MB (2x). Checked from the datasets' headers
+#: channels in and out) takes 21.4 MB of weights, 64.0 MB with Adam's two moments and 85.4 MB with
+#: the weights' moving averages, what an .ost stores; this is catfile's cap (2x its 64.0 MB). Checked from the datasets' headers
 #: before any array is read, as every dataset's dtype, shape, storage and checksum filter are.
 MAX_ARRAY_BYTES = 128 * 2**20
 #: The metadata attribute (settings, signature and a data set of up to ~300 000 frames).
@@ -129,6 +138,7 @@ def model_weight_shapes(
     position: bool = False,
     colour: bool = False,
     colour_input: bool = False,
+    position_fit_only: bool = False,
     residual: bool = False,
     trainable_only: bool = False,
 ) -> list[tuple]:
@@ -141,7 +151,9 @@ def model_weight_shapes(
     preset = PRESETS[model_size]
     shapes: list[tuple] = []
     n_total = in_channels + (POSITION_CHANNELS if position else 0)
-    channels = n_total + (out_channels if colour_input else 0)
+    channels = (in_channels if position_fit_only else n_total) + (
+        out_channels if colour_input else 0
+    )
 
     def conv(filters: int, size: int = 3) -> None:
         nonlocal channels
@@ -167,7 +179,7 @@ def model_weight_shapes(
             shapes += [(1, 1, n_total, n_pairs)] * 2  # the fixed pair selections
         if not trainable_only:  # the colour layer itself is fixed at its least-squares fit
             shapes += [(1, 1, n_total + n_pairs, out_channels), (out_channels,)]
-    if position and residual and not trainable_only:
+    if position and (residual or position_fit_only) and not trainable_only:
         shapes.append((1, 1, n_total, in_channels))  # the fixed image-channel selection
     return shapes
 
@@ -194,6 +206,10 @@ def _check_meta(meta) -> dict:
     _count(meta, "run_id", 1)
     _count(meta, "n_weights", 1, 4096)
     _count(meta, "n_optimizer", 0, 2 + 2 * 4096)
+    if meta["format"] < 3:
+        meta["n_average"], meta["average_count"] = 0, 0
+    _count(meta, "n_average", 0, 4096)
+    _count(meta, "average_count")
     for key in ("signature", "settings", "dataset"):
         if not isinstance(meta.get(key), dict):
             raise _Refused(f"{key} is not a JSON object")
@@ -232,7 +248,7 @@ def _check_meta(meta) -> dict:
 
 
 #: An .ost's architecture flags; a flag an older file lacks reads as false.
-ARCH_FLAGS = ("position", "colour", "colour_input", "residual")
+ARCH_FLAGS = ("position", "colour", "colour_input", "position_fit_only", "residual")
 
 
 def _architecture(meta: dict) -> dict:
@@ -379,13 +395,19 @@ def load_progress_file(path: str | os.PathLike) -> Progress:
             if meta["n_optimizer"] != n_opt:
                 raise _Refused(f"it holds {meta['n_optimizer']} optimizer variables, not {n_opt}")
             slots = [s for s in trainable for _ in (0, 1)]
+            if meta["n_average"] not in (0, len(trainable)):
+                raise _Refused(
+                    f"it holds {meta['n_average']} weight averages, not {len(trainable)}"
+                )
             plan = _array_plan(h5, "weights", shapes, [])
             plan += _array_plan(h5, "optimizer", slots, scalars)
+            if meta["n_average"]:
+                plan += _array_plan(h5, "average", trainable, [])
             total = sum(4 * int(np.prod(s, dtype=np.int64)) for _, _, s, _ in plan)
             if total > MAX_ARRAY_BYTES:
                 raise _Refused(f"its arrays need {total >> 20} MiB, more than any model")
             datasets = [(g, _array_header(h5, g, i, s, t), s) for g, i, s, t in plan]
-            arrays: dict[str, list[np.ndarray]] = {"weights": [], "optimizer": []}
+            arrays: dict[str, list[np.ndarray]] = {"weights": [], "optimizer": [], "average": []}
             for group, d, shape in datasets:  # only now is any array read
                 arrays[group].append(np.asarray(d[()]).reshape(shape))
     except ModelFileError as err:
@@ -412,6 +434,8 @@ def load_progress_file(path: str | os.PathLike) -> Progress:
         path=path,
         architecture=meta["architecture"],
         extra=meta["extra"],
+        average=arrays["average"] or None,
+        average_count=meta["average_count"],
     )
 
 

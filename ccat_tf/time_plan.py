@@ -41,7 +41,8 @@ MIN_STEPS = 10
 def measure(loop, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tuple[float, ...]:
     """Seconds per step in each stage of ``plan``'s scales, timed with the run's training loop
     (a :class:`~ccat_tf.train_loop.StepLoop`, so the one trace of the step is shared); the
-    network's weights and every optimizer variable are restored afterwards."""
+    network's weights, every optimizer variable and the weights' moving average are restored
+    afterwards."""
     from ccat_tf.dataset import make_tf_dataset
 
     steps = 1 + TIMED_STEPS
@@ -50,6 +51,7 @@ def measure(loop, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tuple
     probe = replace(plan, stage_bounds=bounds)
     weights = net.get_weights()
     slots = [v.numpy() for v in optimizer.variables]
+    average = loop.average.state() if loop.average is not None else None
     stamps = _Stamps()
     ds = make_tf_dataset(cache, probe, 0, steps * stages, in_ch, out_ch)
     try:
@@ -58,6 +60,8 @@ def measure(loop, net, optimizer, cache, plan, in_ch: int, out_ch: int) -> tuple
         net.set_weights(weights)
         for var, value in zip(optimizer.variables, slots, strict=True):
             var.assign(value)
+        if average is not None:
+            loop.average.load(*average)
     return stage_times(np.diff(np.array(stamps.times)), stages, steps)
 
 

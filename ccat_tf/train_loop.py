@@ -55,6 +55,8 @@ class StepLoop:
         self.temporal = float(temporal)  #: temporal_consistency's weight (batches of 4 tensors)
         self.workers, self.worker = workers, worker
         self.stop_wanted: Callable[[], bool] = lambda: False  #: this process wants to stop
+        #: averaging.WeightAverage updated after every step (set before the first step), or None
+        self.average = None
         self._step = None
 
     @property
@@ -89,7 +91,7 @@ class StepLoop:
         from ccat_tf.dataset import TEMPORAL_EVERY
 
         net, optimizer, strategy = self.trainer.network, self.trainer.optimizer, self.strategy
-        n, kind, weight = self.replicas, self.loss, self.temporal
+        n, kind, weight, average = self.replicas, self.loss, self.temporal, self.average
 
         def err(e):
             return tf.abs(e) if kind == "mae" else tf.square(e)
@@ -124,6 +126,8 @@ class StepLoop:
         @tf.autograph.experimental.do_not_convert
         def step(batch, stop):
             loss, term, flag = strategy.run(replica_step, args=(tuple(batch), stop))
+            if average is not None:  # cross-replica: every replica's weights are the same
+                average.update()
             mean = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
             if weight > 0:  # a plain step all-reduces nothing more than it did
                 term = strategy.reduce(tf.distribute.ReduceOp.MEAN, term, axis=None)

@@ -78,8 +78,9 @@ def signature_of(settings: TrainSettings, info: DataSetInfo) -> dict[str, Any]:
     """What a resumed run must share with the run it resumes."""
     s = settings.to_dict()
     sig = {k: v for k, v in s.items() if k not in COMPATIBLE_KEYS}
-    if not sig.get("temporal_consistency"):  # off: a run from before the setting still resumes
-        sig.pop("temporal_consistency", None)
+    for key in ("temporal_consistency", "weight_average"):
+        if not sig.get(key):  # off: a run from before the setting still resumes
+            sig.pop(key, None)
     sig["resolved"] = {
         "batch_size": info.batch_size,
         "crop_size": info.crop_size,
@@ -361,6 +362,7 @@ def new_architecture(settings: TrainSettings, model_size: str):
         position=settings.position_aware,
         colour=settings.colour_branch,
         colour_input=settings.colour_branch,
+        position_fit_only=settings.position_aware and settings.colour_branch,
     )
 
 
@@ -374,6 +376,7 @@ def architecture_of(progress: ost.Progress):
         bool(a.get("position")),
         bool(a.get("colour")),
         bool(a.get("colour_input")),
+        bool(a.get("position_fit_only")),
     )
 
 
@@ -408,6 +411,7 @@ class TrainingRun:
     optimizer: Any = None
     schedule: Any = None  #: schedule.WarmupCosine, the optimizer's learning rate
     trainer: Any = None  #: the Keras model the callbacks see (network, optimizer, stop_training)
+    average: Any = None  #: averaging.WeightAverage of the network's weights, or None (off)
     loop: StepLoop | None = None  #: runs the training steps (train_loop)
     strategy: Any = None  #: the tf.distribute strategy the network lives in
     run: dict = field(default_factory=dict)  #: this run's entry in the run table
@@ -641,10 +645,27 @@ class TrainingRun:
             )
             if self.progress is not None:
                 _restore(self.net, self.optimizer, self.progress)
-                return
-            loaded = _load_initial(self.net, initial) if initial is not None else set()
-            if self.arch.colour and "colour" not in loaded:
-                self._fit_colour(pretrained=bool(loaded))
+            else:
+                loaded = _load_initial(self.net, initial) if initial is not None else set()
+                if self.arch.colour and "colour" not in loaded:
+                    self._fit_colour(pretrained=bool(loaded))
+            self.average = self._weight_average()
+            self.loop.average = self.average
+
+    def _weight_average(self):
+        """The moving average of the weights (None when weight_average is 0), starting at the
+        loaded weights, or where the resumed run's progress file left it."""
+        from ccat_tf.averaging import WeightAverage
+
+        if not self.settings.weight_average:
+            return None
+        average = WeightAverage(self.net.trainable_variables, self.settings.weight_average)
+        kept = self.progress.average if self.progress is not None else None
+        if kept is not None and len(kept) == len(average.shadow):
+            average.load(self.progress.average_count, kept)
+        else:  # a new run, or a progress file from before averaging: start at the weights
+            average.reset()
+        return average
 
     def _fit_colour(self, pretrained: bool) -> None:
         """Start the colour branch at the least-squares fit of the training pairs (of what the
@@ -782,6 +803,7 @@ class TrainingRun:
             rank=self.cluster.rank if self.cluster is not None else 0,
         )
         ctx.schedule = self.schedule
+        ctx.average = self.average
         if self.progress is not None and hasattr(ctx, "restore_persistent_state"):
             ctx.restore_persistent_state(self.progress.extra)
         if info.validation_frames:
@@ -995,7 +1017,9 @@ class TrainingRun:
         )
 
     def save_progress(self, step: int) -> Path:
-        """The .ost: weights, every optimizer variable, the step and what the run must match."""
+        """The .ost: weights, every optimizer variable, the weights' moving average, the step
+        and what the run must match."""
+        count, average = self.average.state() if self.average is not None else (0, None)
         return ost.save_progress(
             self.data_dir,
             ost.Progress(
@@ -1012,6 +1036,8 @@ class TrainingRun:
                 last_loss=self.ctx.last_loss,
                 architecture={**asdict(self.arch), "residual": self.info.residual},
                 extra=self.ctx.persistent_state() if hasattr(self.ctx, "persistent_state") else {},
+                average=average,
+                average_count=count,
             ),
         )
 
@@ -1152,6 +1178,7 @@ def model_info(
         position=arch.position,
         colour=arch.colour,
         colour_input=arch.colour_input,
+        position_fit_only=arch.position_fit_only,
         step=step,
         total_steps=total,
         epochs=settings.epochs,
@@ -1193,6 +1220,9 @@ def _final_cat_from_progress(
     n_in, n_out = len(info.input_channels), len(info.output_channels)
     net = build_model(n_in, n_out, arch, residual=info.residual)
     net.set_weights(progress.weights)
+    if progress.average is not None:  # what the run's .cat holds: the moving average
+        for var, value in zip(net.trainable_variables, progress.average, strict=True):
+            var.assign(value)
     plan = crop_plan(settings, info, total, arch)
     meta = model_info(
         settings,

@@ -115,18 +115,24 @@ def fake_trainer():
     return types.SimpleNamespace(network=net, optimizer=optimizer), schedule
 
 
-def set_state(trainer, value: float, iterations: int) -> None:
+def set_state(trainer, value: float, iterations: int, average=None) -> None:
     for w in trainer.network.weights:
         w.assign(np.full(w.shape, value, np.float32))
     for v in trainer.optimizer.variables[1:]:
         v.assign(np.full(v.shape, value, np.float32))
     trainer.optimizer.iterations.assign(iterations)
+    if average is not None:  # the weights' moving average, its count the value too
+        average.load(int(value), [np.full(a.shape, -value, np.float32) for a in average.shadow])
 
 
-def started_guard(tmp_path, window: int):
-    """(trainer, schedule, ctx, guard): a DivergenceGuard on a fake trainer, training begun."""
+def started_guard(tmp_path, window: int, averaged: bool = False):
+    """(trainer, schedule, ctx, guard): a DivergenceGuard on a fake trainer, training begun
+    (with a moving average of the weights if ``averaged``)."""
+    from ccat_tf.averaging import WeightAverage
+
     trainer, schedule = fake_trainer()
-    ctx = fake_context(tmp_path, schedule=schedule)
+    average = WeightAverage(trainer.network.trainable_variables, 0.9) if averaged else None
+    ctx = fake_context(tmp_path, schedule=schedule, average=average)
     cb = DivergenceGuard(ctx, window=window)
     cb.set_model(trainer)
     cb.on_train_begin()
@@ -141,19 +147,27 @@ def feed(cb, first_step, losses, on_step=None):
 
 
 def test_rollback_restores_weights_and_slots_keeps_the_step_and_halves_the_rate(tmp_path, capsys):
-    trainer, schedule, ctx, cb = started_guard(tmp_path, window=10)
+    trainer, schedule, ctx, cb = started_guard(tmp_path, window=10, averaged=True)
+    average = ctx.average
     warm = cb._warm_end
     rng = np.random.default_rng(0)
     # Steady training: the weights "are" the step number, so the restored state names its step.
-    feed(cb, 1, 0.01 * (1 + 0.2 * rng.random(warm + 80)), lambda s: set_state(trainer, s, s))
+    feed(
+        cb,
+        1,
+        0.01 * (1 + 0.2 * rng.random(warm + 80)),
+        lambda s: set_state(trainer, s, s, average),
+    )
     good = cb.good.step
     assert warm < good <= warm + 80 and cb.pending.step > good
-    set_state(trainer, 999.0, 5000)  # a blow-up: the loss jumps
+    set_state(trainer, 999.0, 5000, average)  # a blow-up: the loss jumps
     feed(cb, warm + 81, [5.0, 5.0, 5.0])
     assert ctx.rollbacks == 1 and ctx.lr_scale == 0.5
     assert float(schedule.scale.numpy()) == 0.5
     assert all(np.all(w == good) for w in trainer.network.get_weights())
     assert all(np.all(v.numpy() == good) for v in trainer.optimizer.variables[1:])
+    count, kept = average.state()  # the average goes back with them
+    assert count == good and all(np.all(a == -good) for a in kept)
     assert int(trainer.optimizer.iterations.numpy()) == 5000  # the step count runs on
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x]
     assert line.startswith(f"ccat-tf: step {warm + 81}: smoothed loss rose to ")

@@ -226,19 +226,29 @@ def test_old_pretrained_weights_load_into_the_position_aware_network(tiny_datase
     assert info.position and info.colour and info.colour_input
 
 
-def test_the_unet_sees_the_colour_fit_and_older_runs_keep_their_network():
-    """New networks give the U-Net the colour branch's output as input channels; an .ost or .cat
-    written before that (no ``colour_input``) is rebuilt as it was, so old runs resume."""
+def test_the_unet_sees_the_colour_fit_not_the_coordinates_and_older_runs_keep_their_network():
+    """New networks give the U-Net the colour branch's output as input channels and keep the
+    frame coordinates for the branch alone; an .ost or .cat written before either (no
+    ``colour_input``, no ``position_fit_only``) is rebuilt as it was, so old runs resume."""
     from ccat_tf.model import architecture
     from ccat_tf.model_info import ModelInfo
     from ccat_tf.settings import TrainSettings
     from ccat_tf.training import architecture_of, new_architecture
 
     arch = new_architecture(TrainSettings(), "small")
-    assert arch.colour and arch.colour_input
+    assert arch.colour and arch.colour_input and arch.position_fit_only
     net = build_model(3, 1, arch)
-    assert net.get_layer("unet_input").output.shape[-1] == 3 + 3 + 1  # image, u v r^2, fit
-    assert net.get_layer("stem").kernel.shape[2] == 7
+    assert net.input.shape[-1] == 3 + 3  # the image, then u v r^2 (inference supplies them)
+    assert net.get_layer("unet_input").output.shape[-1] == 3 + 1  # the image, the fit
+    assert net.get_layer("stem").kernel.shape[2] == 4
+    assert net.get_layer("colour").kernel.shape[2] == 6 + 21  # the fit sees the coordinates
+    assert not new_architecture(TrainSettings(colour_branch=False), "small").position_fit_only
+    seen = Architecture("small", True, True, True)  # a version-4 network: the U-Net sees them
+    assert build_model(3, 1, seen).get_layer("unet_input").output.shape[-1] == 3 + 3 + 1
+    v4 = {"model_size": "small", "position": True, "colour": True, "colour_input": True}
+    progress = state.Progress(0, 1, 0, 0, "r", {}, {}, {}, [], [], architecture=v4)
+    assert architecture_of(progress) == seen
+    assert state._architecture({"format": 2, "architecture": v4})["position_fit_only"] is False
     old = {"model_size": "small", "position": True, "colour": True, "residual": False}
     progress = state.Progress(0, 1, 0, 0, "r", {}, {}, {}, [], [], architecture=old)
     assert architecture_of(progress) == Architecture("small", True, True, False)
@@ -253,8 +263,12 @@ def test_the_unet_sees_the_colour_fit_and_older_runs_keep_their_network():
         }
     )
     assert architecture(info) == Architecture("small", True, True, False)
+    v4_info = ModelInfo.from_json({**info.to_json(), "version": 4, "colour_input": True})
+    assert architecture(v4_info) == seen
     with pytest.raises(ValueError, match="colour_input needs the colour branch"):
         build_model(3, 1, Architecture("small", colour_input=True))
+    with pytest.raises(ValueError, match="position_fit_only needs position and colour_input"):
+        build_model(3, 1, Architecture("small", colour=True, position_fit_only=True))
 
 
 def test_speed_measurement_leaves_out_each_stages_first_step():

@@ -89,6 +89,7 @@ def test_every_path_gives_the_same_pixels(cat, tmp_path, monkeypatch):
         data_directory=tmp_path,
         run_name="run1",
         writer=None,
+        average=None,  # no moving average: the network as it is
     )
     writer = callbacks.DataDirectoryWriter(ctx)
     writer.preview(1)

@@ -326,6 +326,11 @@ def hostile(path: Path, kind: str) -> None:
             meta["run_name"] = "../../escape"
         elif kind == "meta-list":
             meta = [meta]
+        elif kind == "n-average-wrong":
+            meta["n_average"] = 5
+        elif kind == "average-external":
+            m = f["average/00000"].shape[0]
+            replace("average/00000", shape=(m,), dtype=np.float32, external=[("/etc/passwd", 0, m)])
         else:
             raise ValueError(kind)
         f.attrs["meta"] = json.dumps(meta)
@@ -355,6 +360,8 @@ HOSTILE_OST = [
     ("n-weights-text", "n_weights is '24'"),
     ("run-name-path", "is not a run name"),
     ("meta-list", "its metadata is not a JSON object"),
+    ("n-average-wrong", "it holds 5 weight averages, not"),
+    ("average-external", "average/00000 reads its data from another file"),
 ]
 
 
@@ -424,17 +431,18 @@ def test_3_progress_loader_knows_the_shapes_of_every_model(size):
             tuple(w.shape) for w in net.get_weights()
         ]
         # Position-aware and colour-branch networks: the same shapes, in Keras' own order.
-        for position, colour, seen in (
-            (True, True, True),
-            (True, True, False),
-            (True, False, False),
-            (False, True, True),
+        for position, colour, seen, fit_only in (
+            (True, True, True, True),
+            (True, True, True, False),
+            (True, True, False, False),
+            (True, False, False, False),
+            (False, True, True, False),
         ):
-            arch = Architecture(size, position=position, colour=colour, colour_input=seen)
-            net = build_model(n_in, n_out, arch)
             flags = dict(
-                position=position, colour=colour, colour_input=seen, residual=n_in == n_out
+                position=position, colour=colour, colour_input=seen, position_fit_only=fit_only
             )
+            net = build_model(n_in, n_out, Architecture(size, **flags))
+            flags["residual"] = n_in == n_out
             assert sorted(state.model_weight_shapes(size, n_in, n_out, **flags)) == sorted(
                 tuple(w.shape) for w in net.get_weights()
             )
