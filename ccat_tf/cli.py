@@ -140,7 +140,13 @@ def _run(args) -> int:
         if args.debug:
             raise
         print(f"ccat-tf: error: {err}", file=sys.stderr)
-        args.end_process = err.ends_process
+        if err.ends_process:
+            # Until os._exit in main, finalisers that fail are not reported: a multiprocessing
+            # pool left by TensorFlow's collectives ("Exception ignored in: Pool.__del__ ...
+            # OSError: Bad file descriptor") prints its traceback when it is collected, which
+            # may happen before main gets there.
+            sys.unraisablehook = lambda _unraisable: None
+            args.end_process = True
         return err.exit_code
     except KeyboardInterrupt:
         print("ccat-tf: interrupted", file=sys.stderr)

@@ -229,6 +229,10 @@ try:
     print("RESULT" + str(ccat_tf.train(json.loads(sys.argv[1]), progress_bar=False)), flush=True)
 except CcatError as err:
     print(f"ccat-tf: error: {err}", file=sys.stderr, flush=True)
+    if err.ends_process:  # as the CLI does: a lost rank's TensorFlow cannot shut down cleanly
+        import os
+        sys.stdout.flush()
+        os._exit(err.exit_code)
     sys.exit(err.exit_code)
 """
 

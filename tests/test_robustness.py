@@ -330,7 +330,8 @@ def hostile(path: Path, kind: str) -> None:
             meta["n_average"] = 5
         elif kind == "average-external":
             m = f["average/00000"].shape[0]
-            replace("average/00000", shape=(m,), dtype=np.float32, external=[("/etc/passwd", 0, m)])
+            ext = [("/etc/passwd", 0, 4 * m)]
+            replace("average/00000", shape=(m,), dtype=np.float32, external=ext)
         else:
             raise ValueError(kind)
         f.attrs["meta"] = json.dumps(meta)
