@@ -958,11 +958,11 @@ def test_8_training_on_a_2mb_tmpfs_is_one_line_not_a_crash(ds, small_disk):
 def test_8_full_disk_mid_training_keeps_every_file_and_training_resumes(ds, small_disk):
     """Train 6 steps on a tmpfs, fill it, train on: the next progress file fails with one line,
     exit 2, every file from before unchanged; once space is freed training resumes at step 6."""
-    disk = small_disk("16m")
+    disk = small_disk("24m")  # two .ost of 4.9 MB (weights, Adam, averages), .cat files
     dd = disk / "dd"
     s = tiny_settings(ds, dd, epochs=3, checkpoint_interval=6, contact_sheet_interval=100)
     ccat_tf.train(s, progress_bar=False)
-    filler = fill(disk, leave=400_000)  # room for a contact sheet, not for a 3.7 MB .ost
+    filler = fill(disk, leave=400_000)  # room for a contact sheet, not for a 4.9 MB .ost
     before = snapshot(dd)
     longer = {**s, "epochs": 5, "contact_sheet_interval": 4}
     proc = subprocess.run(train_cmd(longer), capture_output=True, text=True, timeout=300)
