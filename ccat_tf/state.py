@@ -111,8 +111,9 @@ def save_progress(data_directory: str | os.PathLike, progress: Progress) -> Path
 
 #: The most array bytes an .ost may hold: the largest model a user can make (``large``, 1023
 #: channels in and out) takes 21.4 MB of weights, 64.0 MB with Adam's two moments and 85.4 MB with
-#: the weights' moving averages, what an .ost stores; this is catfile's cap (2x its 64.0 MB). Checked from the datasets' headers
-#: before any array is read, as every dataset's dtype, shape, storage and checksum filter are.
+#: the weights' moving averages, what an .ost stores; this is catfile's cap (2x its 64.0 MB).
+#: Checked from the datasets' headers before any array is read, as every dataset's dtype, shape,
+#: storage and checksum filter are.
 MAX_ARRAY_BYTES = 128 * 2**20
 #: The metadata attribute (settings, signature and a data set of up to ~300 000 frames).
 MAX_META_BYTES = 4 * 2**20

@@ -661,7 +661,7 @@ class TrainingRun:
             return None
         average = WeightAverage(self.net.trainable_variables, self.settings.weight_average)
         kept = self.progress.average if self.progress is not None else None
-        if kept is not None and len(kept) == len(average.shadow):
+        if kept is not None:  # the loader checked its arrays against the network's weights
             average.load(self.progress.average_count, kept)
         else:  # a new run, or a progress file from before averaging: start at the weights
             average.reset()
