@@ -319,7 +319,7 @@ def test_info_shows_hostile_metadata_escaped(hostile_cat):
     before = snapshot(hostile_cat.parent)
     code, out, err = run_cli(["info", hostile_cat])
     assert code == 0 and err == "", err
-    assert_inert(out, 11)
+    assert_inert(out, 12)  # one row per fact, the architecture row included
     assert visible(HOSTILE) in out and "run\\r\\nccat-tf: error: forged \\u202eby" in out
     code, out, err = run_cli(["info", hostile_cat, "--json"])
     assert code == 0 and "\x1b" not in out and "\n\x1b" not in out

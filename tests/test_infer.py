@@ -562,7 +562,8 @@ def test_cli_infer_info_and_errors(models, exr_seq, capsys, tmp_path):
     info = json.loads(capsys.readouterr().out)
     assert info["output_channels"] == ["A"] and info["receptive_field_radius"] > 0
     assert main(["info", models["matte"]]) == 0
-    assert "output channels  A" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "output channels  A" in out and "architecture     the image only" in out
 
     code = main(
         [
@@ -587,3 +588,22 @@ def test_package_level_api_stays_callable(models, exr_seq):
 
     with pytest.raises(SettingsError, match="unsupported extension"):
         ccat_tf.infer(models["rgb"], input=exr_seq["input"], frames="1001", output="x.####.gif")
+
+
+def test_info_says_what_the_network_sees_besides_the_image():
+    from ccat_tf.commands.info import format_info
+
+    base = {"model_file": "m.cat", "parameters": 10, "network_divisor": 16}
+    base.update(receptive_field_radius=5, auto_tile_overlap=8)
+
+    def row(**flags) -> str:
+        line = [x for x in format_info({**base, **flags}).splitlines() if x.startswith("arch")]
+        assert len(line) == 1
+        return line[0]
+
+    assert "the image only" in row()
+    now = row(position=True, colour=True, colour_input=True, position_fit_only=True)
+    assert "colour branch" in now and "also fed to the U-Net" in now
+    assert "frame coordinates (u, v, r^2) for the colour fit only" in now
+    old = row(position=True, colour=True)
+    assert "also fed" not in old and "coordinates (u, v, r^2) for the U-Net" in old

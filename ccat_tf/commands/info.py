@@ -104,6 +104,20 @@ def _frames(value) -> str:
     return str(value) if value not in (None, "") else "?"
 
 
+def _architecture(info: dict[str, Any]) -> str:
+    """What the network sees besides the image (the .cat's architecture flags)."""
+    parts = []
+    if info.get("colour"):
+        parts.append(
+            "global colour branch (a least-squares colour fit"
+            + (", its output also fed to the U-Net)" if info.get("colour_input") else ")")
+        )
+    if info.get("position"):
+        where = "the colour fit only" if info.get("position_fit_only") else "the U-Net"
+        parts.append(f"frame coordinates (u, v, r^2) for {where}")
+    return "; ".join(parts) if parts else "the image only (no colour branch, no frame coordinates)"
+
+
 def format_info(info: dict[str, Any]) -> str:
     """Human-readable lines for ``ccat-tf info``."""
     ds = info.get("dataset") if isinstance(info.get("dataset"), dict) else {}
@@ -120,6 +134,7 @@ def format_info(info: dict[str, Any]) -> str:
             f"{info.get('model_size', '?')} U-Net, {info['parameters']:,} parameters"
             + (", residual (learns a correction of its input)" if info.get("residual") else ""),
         ),
+        ("architecture", _architecture(info)),
         ("input channels", _channels(info.get("input_channels"), info.get("input_transform"))),
         ("output channels", _channels(info.get("output_channels"), info.get("output_transform"))),
         (
