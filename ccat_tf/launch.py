@@ -176,31 +176,36 @@ def run_local(
         )
         for env in envs
     ]
-    with _forward_signals(procs):
-        return _wait_all(procs, grace, say)
+    with _forward_signals(procs) as signalled:
+        return _wait_all(procs, grace, say, signalled)
 
 
 @contextlib.contextmanager
 def _forward_signals(procs):
     """SIGTERM/SIGINT/SIGHUP to the launcher go to every rank (they run in their own sessions,
-    so a terminal's Ctrl-C reaches them once, through here)."""
+    so a terminal's Ctrl-C reaches them once, through here). Yields the set of the ranks'
+    pids a signal was forwarded to."""
+    signalled: set[int] = set()
 
     def forward(signum, _frame):
         for p in procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signum)
+                    signalled.add(p.pid)
 
     previous = {s: signal.signal(s, forward) for s in _FORWARDED}
     try:
-        yield
+        yield signalled
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
 
-def _wait_all(procs, grace: float, say) -> int:
-    """Wait for every rank; when one fails, SIGTERM the others, SIGKILL them after ``grace``."""
+def _wait_all(procs, grace: float, say, signalled: set[int] = frozenset()) -> int:
+    """Wait for every rank; when one fails, SIGTERM the others (not those in ``signalled``:
+    they got the launcher's signal and are stopping; once training's handler is gone a second
+    SIGTERM would kill one mid-save), SIGKILL them all after ``grace``."""
     status, deadline = 0, None
     while None in [p.poll() for p in procs]:  # a list: poll() every rank, every time
         failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
@@ -210,7 +215,7 @@ def _wait_all(procs, grace: float, say) -> int:
                 f"ccat-tf launch: rank {rank} of {len(procs)} exited with status {status}; "
                 "stopping the other ranks"
             )
-            _signal_all(procs, signal.SIGTERM)
+            _signal_all([p for p in procs if p.pid not in signalled], signal.SIGTERM)
             deadline = time.monotonic() + grace
         if deadline is not None and time.monotonic() > deadline:
             say(f"ccat-tf launch: ranks still running {grace:g} s later; killing them")

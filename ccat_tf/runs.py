@@ -8,11 +8,13 @@ Every training (a new run, or a resume of an interrupted one) has an entry::
                "total_steps": int, "best_step": int | null, "best_val_psnr": float | null,
                "rollbacks": [{"step": int, "to_step": int | null, "reason": str,
                               "lr_scale": float}],
-               "steps_per_second": float | null, "stage": str, "updated": ISO}]}
+               "steps_per_second": float | null, "stage": str, "updated": ISO,
+               "seconds": {"data set": float, "frames": float, ..., "in all": float}}]}
 
 ``best_step``/``best_val_psnr`` name the run's best checkpoint, ``<run>.best.cat`` (the highest
 validation PSNR, when validation frames are set); ``rollbacks`` the divergences the training
-rolled back from (:mod:`ccat_tf.guard`). While a run runs, its writer (rank 0 of a distributed
+rolled back from (:mod:`ccat_tf.guard`); ``seconds`` where the training's wall time went, phase by
+phase (:data:`ccat_tf.training.PHASES`), written when it ends. While a run runs, its writer (rank 0 of a distributed
 training) refreshes ``last_step``, ``last_loss``, ``steps_per_second``, ``stage`` (the crop
 resolution: ``1/4``, ``1/2``, ``full``) and ``updated`` at least every
 :data:`ccat_tf.live.INTERVAL` seconds (:class:`ccat_tf.live.LiveProgress`), so ``ccat-tf runs``
@@ -70,6 +72,7 @@ FIELDS = (
     "steps_per_second",
     "stage",
     "updated",
+    "seconds",
 )
 # A run name becomes part of file names, so: a letter or digit first, then letters, digits, _ - .
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -163,6 +166,14 @@ def _entry_problem(run: dict) -> str | None:
         isinstance(rollbacks, list) and all(isinstance(r, dict) for r in rollbacks)
     ):
         return f"rollbacks is {_shown(rollbacks)}, not a list of records"
+    seconds = run.get("seconds")
+    if seconds is not None and not (
+        isinstance(seconds, dict)
+        and all(
+            type(v) in (int, float) and _finite_or_none(v) is not None for v in seconds.values()
+        )
+    ):
+        return f"seconds is {_shown(seconds)}, not a mapping of phase to seconds"
     return None
 
 

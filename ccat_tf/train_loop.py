@@ -31,6 +31,7 @@ process sees ``logs["stop"]`` at the same step and they stop together.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,6 +59,10 @@ class StepLoop:
         #: averaging.WeightAverage updated after every step (set before the first step), or None
         self.average = None
         self._step = None
+        #: time.monotonic() when fit's last step (and its callbacks) ended
+        self.steps_ended: float | None = None
+        #: the data pipelines fit has iterated, kept until :meth:`release`
+        self.parked: list = []
 
     @property
     def replicas(self) -> int:
@@ -153,6 +158,12 @@ class StepLoop:
             logs["temporal"] = float(term)
         return logs
 
+    def release(self) -> None:
+        """End the data pipelines of every fit so far. Deleting a tf.data iterator now and then
+        waited ~30 s inside TensorFlow (RootDataset's destructor, seen in the quality benchmark,
+        cause unknown), so a run calls this after its final .cat, not when a fit ends."""
+        self.parked.clear()
+
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, dataset, steps: int, callbacks: Sequence[Any], global_batch: int) -> None:
         """``steps`` steps over ``dataset`` (global batches) with Keras ``callbacks``, stopping
@@ -167,6 +178,7 @@ class StepLoop:
         cbs.set_params({"epochs": 1, "steps": steps, "verbose": 0})
         trainer.stop_training = False
         iterator = iter(self.distribute(dataset, global_batch))
+        self.parked.append(iterator)  # ended by release(), once the run's files are written
         cbs.on_train_begin()
         cbs.on_epoch_begin(0)
         logs: dict[str, Any] = {}
@@ -176,5 +188,6 @@ class StepLoop:
             cbs.on_train_batch_end(batch, logs)
             if trainer.stop_training:
                 break
+        self.steps_ended = time.monotonic()
         cbs.on_epoch_end(0, logs)
         cbs.on_train_end(logs)

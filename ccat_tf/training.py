@@ -270,6 +270,23 @@ def train(
 
 
 HOOK_NAMES = ("on_training_start", "on_checkpoint", "on_training_end")
+#: The phases of a training whose wall time the run table's ``seconds`` and the closing
+#: ``seconds:`` line give: validating the data set, loading the frames, building the network
+#: (strategy, initial weights, colour fit), a time-limited run's speed measurement, opening the
+#: run (run table, validation frames, summaries), the training steps (and their callbacks:
+#: contact sheets, checkpoints), what follows the last one (on_train_end), the final
+#: checkpoint, and ending the data pipelines (:meth:`ccat_tf.train_loop.StepLoop.release`).
+PHASES = (
+    "data set",
+    "frames",
+    "network",
+    "speed measurement",
+    "start",
+    "training",
+    "end of training",
+    "final model",
+    "data pipeline end",
+)
 
 
 def _cluster_of(settings: TrainSettings):
@@ -426,6 +443,8 @@ class TrainingRun:
     workers: list = field(default_factory=list)  #: every rank's TensorFlow host:port
     watchdog: Any = None  #: distributed.Watchdog until the first step has run
     scratch: Path | None = None  #: a rank other than 0's own folder (its HDF5 frame cache)
+    # ---- where the wall time went (PHASES), for the run table and the closing line ----
+    seconds: dict = field(default_factory=dict)
 
     @property
     def writes(self) -> bool:
@@ -433,12 +452,14 @@ class TrainingRun:
         return self.cluster is None or self.cluster.is_main
 
     def execute(self) -> Path:
-        finished = self.prepare()
+        with self.phase("data set"):
+            finished = self.prepare()
         if finished is not None:
             return finished
         self.meet()
         try:
-            self.load_frames()
+            with self.phase("frames"):
+                self.load_frames()
             return self._train()
         finally:
             if self.watchdog is not None:  # a distributed rank that stopped before a step
@@ -454,12 +475,14 @@ class TrainingRun:
         except BaseException:
             self.cache.close()
             raise
-        self.open()
+        with self.phase("start"):
+            self.open()
         status = "failed"
         try:
             self.fit()
             self.raise_if_stopped()
-            path = self.finish()
+            with self.phase("final model"):
+                path = self.finish()
             status = "finished"
             return path
         except TrainingInterrupted:
@@ -475,6 +498,24 @@ class TrainingRun:
             raise
         finally:
             self.close(status)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Adds the wall time of the ``with`` block to ``seconds[name]`` (one of PHASES)."""
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - t
+
+    def timing(self) -> dict[str, float]:
+        """Seconds by phase in PHASES order, "other" (the rest: the lock, leftovers, closing)
+        and "in all" (since train() was called)."""
+        total = time.monotonic() - self.started
+        out = {k: round(self.seconds[k], 2) for k in PHASES if k in self.seconds}
+        out["other"] = round(max(0.0, total - sum(self.seconds.values())), 2)
+        out["in all"] = round(total, 2)
+        return out
 
     # ---- stages ----------------------------------------------------------------------------
     def prepare(self) -> Path | None:
@@ -578,9 +619,11 @@ class TrainingRun:
             if size == "auto":
                 size = "small" if settings.time_limit else "medium"
             self.arch = new_architecture(settings, size)
-        self._build_network()
+        with self.phase("network"):
+            self._build_network()
         if self.progress is None and settings.time_limit:
-            self._plan_for_time_limit()
+            with self.phase("speed measurement"):
+                self._plan_for_time_limit()
 
     def _multi_worker_strategy(self) -> None:
         """MultiWorkerMirroredStrategy over every rank's devices (before any other TensorFlow
@@ -636,6 +679,7 @@ class TrainingRun:
             self.optimizer.build(self.net.trainable_variables)
             world = self.cluster.world if self.cluster is not None else 1
             rank = self.cluster.rank if self.cluster is not None else 0
+            parked = self.loop.parked if self.loop is not None else []  # a size auto rebuilt
             self.loop = StepLoop(
                 self.strategy,
                 self.trainer,
@@ -643,6 +687,7 @@ class TrainingRun:
                 worker=rank,
                 temporal=settings.temporal_consistency,
             )
+            self.loop.parked = parked
             if self.progress is not None:
                 _restore(self.net, self.optimizer, self.progress)
             else:
@@ -820,6 +865,16 @@ class TrainingRun:
     def fit(self) -> None:
         """The on_training_start hook, then the training loop over the remaining steps (stopped
         early by a NaN loss, a signal, a hook or the time limit: see :meth:`raise_if_stopped`)."""
+        t0, self.loop.steps_ended = time.monotonic(), None
+        try:
+            self._fit()
+        finally:  # "end of training": what follows the last step's callbacks
+            now = time.monotonic()
+            ended = self.loop.steps_ended or now
+            self.seconds["training"] = ended - t0
+            self.seconds["end of training"] = now - ended
+
+    def _fit(self) -> None:
         from ccat_tf.callbacks import FirstStep, standard_callbacks
 
         n_in, n_out = self._network_channels()
@@ -972,13 +1027,18 @@ class TrainingRun:
         return self._deliver(final)
 
     def close(self, status: str) -> None:
-        """Close the summary writer and the cache; record how the run ended in the run table."""
+        """Close the summary writer, the data pipelines and the cache; record how the run ended
+        (and where its time went) in the run table."""
         ctx = self.ctx
         if ctx.writer is not None:
             summaries.close_writer_quietly(ctx.writer)
+        with self.phase("data pipeline end"):
+            self.loop.release()
         self.cache.close()
         if not self.writes:
             return
+        timing = self.timing()
+        _say("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))
         with contextlib.suppress(CcatError):
             runtable.update_run(
                 self.data_dir,
@@ -987,6 +1047,7 @@ class TrainingRun:
                 last_step=ctx.step,
                 last_loss=ctx.last_loss,
                 ended=_now(),
+                seconds=timing,
             )
 
     def _deliver(self, final: Path) -> Path:

@@ -12,9 +12,10 @@ import pytest
 from conftest import tiny_settings, write_png
 
 import ccat_tf
-from ccat_tf import colour_fit, schedule, state
+from ccat_tf import colour_fit, runs, schedule, state
 from ccat_tf.model import open_model, read_info
 from ccat_tf.models import Architecture, build_model, colour_features, coordinate_channels
+from ccat_tf.training import PHASES
 
 
 def vignette(h: int, w: int) -> np.ndarray:
@@ -100,6 +101,12 @@ def test_a_time_limited_run_ends_on_time_with_a_complete_cat(tiny_dataset, tmp_p
     assert cat.name == f"run1.step{info.step:07d}.cat"
     progress = state.load_latest_progress(tmp_path / "dd")
     assert progress.step == progress.total_steps == info.step
+    # Where the time went, phase by phase, adds up to the call's wall time.
+    seconds = runs.list_runs(tmp_path / "dd")[-1]["seconds"]
+    assert set(seconds) == {*PHASES, "other", "in all"}, seconds
+    assert min(seconds.values()) >= 0 and seconds["training"] > 0.5 * seconds["in all"]
+    assert sum(seconds.values()) - seconds["in all"] == pytest.approx(seconds["in all"], abs=0.1)
+    assert seconds["in all"] <= took
     # Run again: finished, nothing to do, the same file.
     again = ccat_tf.train(
         tiny_settings(

@@ -196,6 +196,9 @@ def test_best_checkpoint_and_rollbacks_in_the_table(tmp_path, capsys):
         ("steps_per_second", "fast"),
         ("stage", 0.5),
         ("updated", 12),
+        ("seconds", [1.0]),
+        ("seconds", {"training": "long"}),
+        ("seconds", {"training": True}),
     ],
 )
 def test_bad_best_or_rollback_fields_are_damage(tmp_path, field, value):
