@@ -106,7 +106,7 @@ def test_a_time_limited_run_ends_on_time_with_a_complete_cat(tiny_dataset, tmp_p
     assert set(seconds) == {*PHASES, "other", "in all"}, seconds
     assert min(seconds.values()) >= 0 and seconds["training"] > 0.5 * seconds["in all"]
     assert sum(seconds.values()) - seconds["in all"] == pytest.approx(seconds["in all"], abs=0.1)
-    assert seconds["in all"] <= took
+    assert seconds["in all"] <= took + 0.01  # stored rounded to 0.01 s
     # Run again: finished, nothing to do, the same file.
     again = ccat_tf.train(
         tiny_settings(
