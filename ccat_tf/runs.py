@@ -13,10 +13,10 @@ Every training (a new run, or a resume of an interrupted one) has an entry::
 
 ``best_step``/``best_val_psnr`` name the run's best checkpoint, ``<run>.best.cat`` (the highest
 validation PSNR, when validation frames are set); ``rollbacks`` the divergences the training
-rolled back from (:mod:`ccat_tf.guard`); ``seconds`` where the training's wall time went, phase by
-phase (:data:`ccat_tf.training.PHASES`), written when it ends. While a run runs, its writer (rank 0 of a distributed
-training) refreshes ``last_step``, ``last_loss``, ``steps_per_second``, ``stage`` (the crop
-resolution: ``1/4``, ``1/2``, ``full``) and ``updated`` at least every
+rolled back from (:mod:`ccat_tf.guard`); ``seconds`` where the training's wall time went, phase
+by phase (:data:`ccat_tf.training.PHASES`), written when it ends. While a run runs, its writer
+(rank 0 of a distributed training) refreshes ``last_step``, ``last_loss``, ``steps_per_second``,
+``stage`` (the crop resolution: ``1/4``, ``1/2``, ``full``) and ``updated`` at least every
 :data:`ccat_tf.live.INTERVAL` seconds (:class:`ccat_tf.live.LiveProgress`), so ``ccat-tf runs``
 on any machine shows where it is. Older tables lack these fields: they read as none.
 

@@ -31,7 +31,6 @@ process sees ``logs["stop"]`` at the same step and they stop together.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,8 +58,6 @@ class StepLoop:
         #: averaging.WeightAverage updated after every step (set before the first step), or None
         self.average = None
         self._step = None
-        #: time.monotonic() when fit's last step (and its callbacks) ended
-        self.steps_ended: float | None = None
         #: the data pipelines fit has iterated, kept until :meth:`release`
         self.parked: list = []
 
@@ -188,6 +185,5 @@ class StepLoop:
             cbs.on_train_batch_end(batch, logs)
             if trainer.stop_training:
                 break
-        self.steps_ended = time.monotonic()
         cbs.on_epoch_end(0, logs)
         cbs.on_train_end(logs)

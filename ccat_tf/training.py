@@ -274,8 +274,8 @@ HOOK_NAMES = ("on_training_start", "on_checkpoint", "on_training_end")
 #: ``seconds:`` line give: validating the data set, loading the frames, building the network
 #: (strategy, initial weights, colour fit), a time-limited run's speed measurement, opening the
 #: run (run table, validation frames, summaries), the training steps (and their callbacks:
-#: contact sheets, checkpoints), what follows the last one (on_train_end), the final
-#: checkpoint, and ending the data pipelines (:meth:`ccat_tf.train_loop.StepLoop.release`).
+#: contact sheets, checkpoints), the final checkpoint, and ending the data pipelines
+#: (:meth:`ccat_tf.train_loop.StepLoop.release`).
 PHASES = (
     "data set",
     "frames",
@@ -283,7 +283,6 @@ PHASES = (
     "speed measurement",
     "start",
     "training",
-    "end of training",
     "final model",
     "data pipeline end",
 )
@@ -479,7 +478,8 @@ class TrainingRun:
             self.open()
         status = "failed"
         try:
-            self.fit()
+            with self.phase("training"):
+                self.fit()
             self.raise_if_stopped()
             with self.phase("final model"):
                 path = self.finish()
@@ -865,16 +865,6 @@ class TrainingRun:
     def fit(self) -> None:
         """The on_training_start hook, then the training loop over the remaining steps (stopped
         early by a NaN loss, a signal, a hook or the time limit: see :meth:`raise_if_stopped`)."""
-        t0, self.loop.steps_ended = time.monotonic(), None
-        try:
-            self._fit()
-        finally:  # "end of training": what follows the last step's callbacks
-            now = time.monotonic()
-            ended = self.loop.steps_ended or now
-            self.seconds["training"] = ended - t0
-            self.seconds["end of training"] = now - ended
-
-    def _fit(self) -> None:
         from ccat_tf.callbacks import FirstStep, standard_callbacks
 
         n_in, n_out = self._network_channels()
