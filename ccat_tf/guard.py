@@ -9,9 +9,11 @@ never the step counter) and, on a divergence or a validation PSNR that fell well
 restores it and halves the learning-rate schedule's ``scale``. NaN and Inf losses are not its
 business: :class:`~ccat_tf.callbacks.NonFiniteGuard` stops the run.
 
-The EMA is of the *log* loss: a batch's loss is skewed (a few detailed crops cost many times a
-flat one), and in log space that noise is near symmetric, so the EMA's spread is measurable and
-"doubled" is one fixed distance. All of these must hold (measured on simulated loss curves of
+The loss watched is in pixel units: the mean absolute error, or the root of the mean squared
+error (``loss: mse``), so the thresholds below mean the same for both. The EMA is of the *log*
+loss: a batch's loss is skewed (a few detailed crops cost many times a flat one), and in log
+space that noise is near symmetric, so the EMA's spread is measurable and "doubled" is one fixed
+distance. All of these must hold (measured on simulated loss curves of
 10 000 and 2 000 steps with lognormal, gamma and flat-crop-mixture noise up to a 150%
 coefficient of variation, stage changes of x0.5 to x2: no false alarm; a x2.5 jump found in
 ~10-40 steps, x100 in 2-4):
@@ -243,6 +245,8 @@ class DivergenceGuard(StepCallback):
         loss = float((logs or {}).get("loss", math.nan))
         if ctx.stop_reason == "nan" or not math.isfinite(loss):
             return  # NonFiniteGuard's
+        if ctx.settings is not None and ctx.settings.loss == "mse":
+            loss = math.sqrt(max(loss, 0.0))  # the watch's thresholds are in pixel units
         step = self.global_step(batch)
         if self.watch.update(loss, self.phase(step)):
             self.diverged(step, self.watch.why(), self.good)

@@ -23,6 +23,7 @@ MODEL_SIZES = ("small", "medium", "large")
 TRAIN_MODEL_SIZES = ("auto", *MODEL_SIZES)
 INITIAL_WEIGHTS = ("none", "checkpoint", "deblur", "upscale", "human_matting")
 CACHE_MODES = ("auto", "memory", "hdf5")
+LOSSES = ("mse", "mae")
 OUTPUT_DATA_TYPES = ("auto", "half", "float", "uint8", "uint10", "uint16")
 
 
@@ -210,6 +211,14 @@ class TrainSettings:
         "Adam's peak learning rate: a short warm-up reaches it, it is held for 70% of the run, "
         "then it decays (cosine) to 5% at the planned end",
         range=Range(0, 1, integer=False, above=True),
+    )
+    loss: str = setting(
+        "mse",
+        "what each step minimises per pixel: mse (squared error, what PSNR measures: learns "
+        "faint, uncertain detail such as an upscale's or a stylisation's) or mae (absolute "
+        "error, this project's before: its answer to an uncertain pixel is the median, often "
+        "no change at all)",
+        choices=LOSSES,
     )
     augment: bool = setting(True, "random flips and 90-degree rotations of the crops")
     position_aware: bool = setting(

@@ -81,6 +81,8 @@ def signature_of(settings: TrainSettings, info: DataSetInfo) -> dict[str, Any]:
     for key in ("temporal_consistency", "weight_average"):
         if not sig.get(key):  # off: a run from before the setting still resumes
             sig.pop(key, None)
+    if sig.get("loss") == "mae":  # what runs from before the setting minimised: they resume
+        sig.pop("loss")
     sig["resolved"] = {
         "batch_size": info.batch_size,
         "crop_size": info.crop_size,
@@ -672,7 +674,7 @@ class TrainingRun:
         n_in, n_out = len(info.input_channels), len(info.output_channels)
         with self.strategy.scope():
             self.net = build_model(n_in, n_out, self.arch, residual=info.residual)
-            self.trainer = _make_trainer(self.net)
+            self.trainer = _make_trainer(self.net, settings.loss)
             self.schedule = WarmupCosine(settings.learning_rate, max(1, self.total))
             self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
             self.trainer.compile(optimizer=self.optimizer, jit_compile=False)
@@ -686,6 +688,7 @@ class TrainingRun:
                 workers=world,
                 worker=rank,
                 temporal=settings.temporal_consistency,
+                loss=settings.loss,
             )
             self.loop.parked = parked
             if self.progress is not None:

@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_settings, write_png
+from conftest import smooth_noise, tiny_settings, write_png
 
 import ccat_tf
 from ccat_tf import colour_fit, runs, schedule, state
@@ -287,3 +287,56 @@ def test_speed_measurement_leaves_out_each_stages_first_step():
 
     times = [5.0, 0.3, 0.3, 2.0, 0.6, 0.6, 3.0, 1.7, 1.7]  # a trace, then two steps per stage
     assert stage_times(times, 3, 3) == (0.3, 0.6, 1.7)
+
+
+@pytest.fixture
+def speckled_shot(tmp_path):
+    """The fix adds 0.5 to a random fifth of the pixels, which nothing in the input predicts:
+    the best answer in squared error is +0.1 everywhere (the mean), in absolute error no change
+    (the median)."""
+    rng = np.random.default_rng(11)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gt").mkdir()
+    for f in range(1, 5):
+        x = 0.4 * smooth_noise(rng, 64, 64)
+        specks = (rng.random((64, 64, 1)) < 0.2).astype(np.float32)
+        write_png(tmp_path / "in" / f"s.{f:04d}.png", x, bits=16)
+        write_png(tmp_path / "gt" / f"s.{f:04d}.png", x + 0.5 * specks, bits=16)
+    return {
+        "input": str(tmp_path / "in" / "s.####.png"),
+        "ground_truth": str(tmp_path / "gt" / "s.####.png"),
+        "frames": "1-4",
+        "root": tmp_path,
+    }
+
+
+def test_mse_learns_the_mean_of_an_unpredictable_fix_and_mae_its_median(speckled_shot, tmp_path):
+    from ccat_tf import imageio
+
+    x = imageio.read_image(speckled_shot["input"].replace("####", "0004"), ("R", "G", "B"))
+    shift = {}
+    for loss in ("mse", "mae"):
+        cat = ccat_tf.train(
+            tiny_settings(
+                speckled_shot, tmp_path / loss, loss=loss, colour_branch=False,
+                learning_rate=0.01, epochs=20, use_multi_resolution_training=False,
+            ),
+            progress_bar=False,
+        )  # fmt: skip
+        assert open_model(cat).info.settings["loss"] == loss
+        shift[loss] = float((open_model(cat).predict(x) - x).mean())
+    assert shift["mse"] > 0.05 and abs(shift["mae"]) < 0.02, shift
+
+
+def test_the_run_signature_names_the_loss_unless_it_is_the_old_mae(tiny_dataset):
+    """A progress file from before the setting (trained on mae) resumes with loss: mae; the
+    default mse is part of what a resume must share."""
+    from ccat_tf import dataset
+    from ccat_tf.settings import TrainSettings
+    from ccat_tf.training import signature_of
+
+    base = {k: tiny_dataset[k] for k in ("input", "ground_truth", "frames")}
+    base |= {"model_size": "small", "crop_size": 32, "batch_size": 1}
+    info = dataset.validate_dataset(base)
+    assert "loss" not in signature_of(TrainSettings.from_mapping(base, loss="mae"), info)
+    assert signature_of(TrainSettings.from_mapping(base), info)["loss"] == "mse"
