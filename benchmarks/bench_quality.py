@@ -58,6 +58,10 @@ Methods, each on the same training pairs (``--methods`` picks among the first fo
   ``ccat_blend``, and the same network's frames unblended as ``ccat_unblended``. Without
   ``--blend`` nothing changes; ``--also-blend W2 ...`` scores the same frames blended at other
   weights too, as methods ``ccat_blend<W2>`` (one training measures several weights);
+* ``--also-ensemble N ...``: the ``ccat`` method's network (unblended) is also applied with
+  ``self_ensemble`` N (``ccat-tf infer --self-ensemble N``: the output averaged over N flips
+  and quarter turns of each frame), scored as methods ``ccat_ens<N>`` with their inference
+  seconds (one training measures several sizes);
 * ``before_<size>`` (with ``--before JSON``): the ``ccat_<size>`` results of an earlier result
   file, made by the code before issue 12 with this script, copied row by row for the same
   (footage, fix); the file is refused unless its budget (``seconds``) and its footage (frame
@@ -658,6 +662,8 @@ def run_ccat(seqs, size, seconds, cal, work, inputs_eval, extra=()) -> tuple[lis
         "infer_seconds": time.perf_counter() - t1,
         "final_cat": Path(cat).name,
     }
+    ENSEMBLE_PREDS.clear()
+    ENSEMBLE_PREDS.update(ensembles)
     return preds + [model.predict(x) for x in extra], info
 
 
@@ -667,6 +673,10 @@ CCAT_SETTINGS: dict = {}
 CCAT_BLEND: float = 0.0
 #: ``--also-blend W ...``: more weights scored on the same network's frames.
 ALSO_BLEND: list[float] = []
+#: ``--also-ensemble N ...``: the same network's frames averaged over N views (self_ensemble).
+ALSO_ENSEMBLE: list[int] = []
+#: The last ``ccat`` run's frames for each ``--also-ensemble`` size: (predictions, seconds).
+ENSEMBLE_PREDS: dict[int, tuple[list, float]] = {}
 
 
 def blend_neighbours(n: int, rendered: list[int]) -> list[int]:
@@ -722,6 +732,13 @@ def run_ccat_now(
     t1 = time.perf_counter()
     model = open_model(cat)
     preds = [model.predict(x) for x in inputs_eval]
+    ensembles = {}  # --also-ensemble: the same network's frames averaged over n views
+    for n in ALSO_ENSEMBLE:
+        model.self_ensemble = n
+        t = time.perf_counter()
+        frames = [model.predict(x) for x in [*inputs_eval, *extra]]
+        ensembles[n] = (frames, time.perf_counter() - t)
+    model.self_ensemble = 1
     info = {
         "steps": meta.step,
         "total_steps": meta.total_steps,
@@ -736,6 +753,8 @@ def run_ccat_now(
         "infer_seconds": time.perf_counter() - t1,
         "final_cat": Path(cat).name,
     }
+    ENSEMBLE_PREDS.clear()
+    ENSEMBLE_PREDS.update(ensembles)
     return preds + [model.predict(x) for x in extra], info
 
 
@@ -902,6 +921,10 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
     elif "ccat" in options["methods"]:
         preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, x_next)
         row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
+    for n, (preds, seconds) in ENSEMBLE_PREDS.items():
+        scores = score_all(preds, y_eval, fix, flicker)
+        row["methods"][f"ccat_ens{n}"] = {**scores, "self_ensemble": n, "infer_seconds": seconds}
+    ENSEMBLE_PREDS.clear()
     return row
 
 
@@ -941,6 +964,8 @@ def run(
             result["before"] = before_note(before)
         if CCAT_BLEND > 0:
             result["ccat_blend"] = CCAT_BLEND
+        if ALSO_ENSEMBLE:
+            result["also_ensemble"] = list(ALSO_ENSEMBLE)
         t_start = time.perf_counter()
         plates = {}
         for name in footage:  # all loaded, and checked against --before, before any training
@@ -1171,6 +1196,14 @@ def main(argv=None) -> None:
         metavar="W",
         help="with --blend: also score the same frames blended at these weights",
     )
+    parser.add_argument(
+        "--also-ensemble",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also score the ccat method's network averaged over N flips/turns (self_ensemble)",
+    )
     args = parser.parse_args(argv)
     import yaml
 
@@ -1183,6 +1216,9 @@ def main(argv=None) -> None:
     if not all(0 < w <= 1 for w in args.also_blend):
         parser.error(f"--also-blend {args.also_blend}: give weights from 0 (excluded) to 1")
     ALSO_BLEND[:] = args.also_blend
+    if not all(n in (2, 4, 8) for n in args.also_ensemble):
+        parser.error(f"--also-ensemble {args.also_ensemble}: give sizes among 2, 4 and 8")
+    ALSO_ENSEMBLE[:] = args.also_ensemble
 
     for item in args.set:
         key, _, value = item.partition("=")

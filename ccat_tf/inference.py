@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from ccat_tf import frames as framespec
-from ccat_tf import imageio, tiling
+from ccat_tf import ensemble, imageio, tiling
 from ccat_tf.atomic import check_free_space, free_bytes, full_disk_error, remove_stale_temps
 from ccat_tf.errors import (
     CcatError,
@@ -122,6 +122,10 @@ def _check_settings(s: InferSettings) -> None:
         )
     if s.batch_tiles < 1:
         raise SettingsError(f"batch_tiles is {s.batch_tiles}; use a whole number of 1 or more")
+    if s.self_ensemble not in ensemble.SIZES:
+        raise SettingsError(
+            f"self_ensemble is {s.self_ensemble}; use one of {', '.join(map(str, ensemble.SIZES))}"
+        )
 
 
 def _listing(items: list) -> str:
@@ -386,7 +390,7 @@ def _load_model(r: _Render) -> Model:
     s, notice = r.settings, r.notice
     device = _choose_device(s.use_gpu_if_available, notice)
     tiles = TileSettings(s.tile_size, s.tile_overlap, s.batch_tiles)
-    model = open_model(s.model_file, device=device, tiles=tiles)
+    model = open_model(s.model_file, device=device, tiles=tiles, self_ensemble=s.self_ensemble)
     if s.optimize_for_speed_and_memory:
         try:
             model = model.half_precision()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccat_tf import tiling, transform
+from ccat_tf import ensemble, tiling, transform
 from ccat_tf.errors import ModelFileError
 from ccat_tf.model_info import ModelInfo
 from ccat_tf.models import (
@@ -77,9 +77,12 @@ class Model:
         tiles: TileSettings | None = None,
         precision: str = "float32",
         source: str | os.PathLike = "model",
+        self_ensemble: int = 1,
     ):
         """``device`` (``/CPU:0``, ``/GPU:0``) runs the network as one traced function there;
-        None calls it eagerly where it lives (a training network under its strategy)."""
+        None calls it eagerly where it lives (a training network under its strategy).
+        ``self_ensemble``: views of each tile averaged (:mod:`ccat_tf.ensemble`); 1: the plain
+        network."""
         n_in, n_out = int(net.inputs[0].shape[-1]), int(net.outputs[0].shape[-1])
         want_in = network_inputs(info)
         if (n_in, n_out) != (want_in, len(info.output_channels)):
@@ -88,6 +91,7 @@ class Model:
                 f"asks for {want_in} and {len(info.output_channels)}; the file is inconsistent"
             )
         self.net, self.info, self.device, self.precision = net, info, device, precision
+        self.self_ensemble = self_ensemble
         self.source = os.fspath(source)
         self.tiles = tiles or TileSettings()
         self.profile = tiling.profile_model(net)
@@ -130,7 +134,13 @@ class Model:
 
     def network_output(self, batch: np.ndarray) -> np.ndarray:
         """The network step alone: NHWC training space in (H, W multiples of the divisor), out.
-        A position-aware network's batch carries its coordinate channels (training crops do)."""
+        A position-aware network's batch carries its coordinate channels (training crops do).
+        With ``self_ensemble`` above 1, the average of that many views of the batch."""
+        if self.self_ensemble > 1:
+            return ensemble.averaged(self._network_pass, batch, self.self_ensemble)
+        return self._network_pass(batch)
+
+    def _network_pass(self, batch: np.ndarray) -> np.ndarray:
         if self.device is None:
             return np.asarray(self.net(np.asarray(batch, np.float32), training=False))
         import tensorflow as tf
@@ -217,6 +227,7 @@ class Model:
             tiles=self.tiles,
             precision="mixed_float16",
             source=self.source,
+            self_ensemble=self.self_ensemble,
         )
 
     def save(self, path: str | os.PathLike, *, weights_dtype: str = "float32") -> Path:
@@ -257,13 +268,17 @@ def architecture(info: ModelInfo) -> Architecture:
 
 
 def open_model(
-    path: str | os.PathLike, *, device: str | None = None, tiles: TileSettings | None = None
+    path: str | os.PathLike,
+    *,
+    device: str | None = None,
+    tiles: TileSettings | None = None,
+    self_ensemble: int = 1,
 ) -> Model:
     """Load a .cat (or a Data Directory's newest intact checkpoint) as a :class:`Model`.
 
     Every check of :func:`ccat_tf.catfile.load_cat` runs first, then the metadata's
     (:meth:`ModelInfo.from_json`); a bad file is one line of ModelFileError. ``device`` places
-    the network (see :class:`Model`).
+    the network and ``self_ensemble`` averages views of it (see :class:`Model`).
     """
     from ccat_tf import catfile
 
@@ -276,7 +291,8 @@ def open_model(
 
         with tf.device(device):
             net, meta = catfile.load_cat(path)
-    return Model(net, ModelInfo.from_json(meta, path), device=device, tiles=tiles, source=path)
+    info = ModelInfo.from_json(meta, path)
+    return Model(net, info, device=device, tiles=tiles, source=path, self_ensemble=self_ensemble)
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:

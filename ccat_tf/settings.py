@@ -436,6 +436,13 @@ class InferSettings:
         "this weight, where the motion explains them (0: off)",
         range=Range(0, 1, integer=False),
     )
+    self_ensemble: int = setting(
+        4,
+        "average the network's output over this many flips and quarter turns of each frame "
+        "(1, 2, 4 or 8; training shows it all eight): steadier, slightly better frames for that "
+        "many times the network's time (1: off)",
+        range=Range(1, 8),
+    )
     # --- Python tab ---
     before_render: list = setting(
         help="hook called once before the first frame",

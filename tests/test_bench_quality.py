@@ -141,14 +141,15 @@ def _time_limit_supported() -> bool:
 @pytest.mark.skipif(
     not _time_limit_supported(), reason="ccat_tf.TrainSettings has no time_limit yet (issue 12)"
 )
-def test_ccat_method_is_a_time_limited_default_run(bench, tmp_path):
+def test_ccat_method_is_a_time_limited_default_run(bench, tmp_path, monkeypatch):
     fixes = _fixes()
     out = tmp_path / "quality.json"
+    monkeypatch.setattr(bench, "ALSO_ENSEMBLE", [2])  # the same network, mirrored and averaged
     result = bench.run(
         ["synthetic"], fixes, [], 6.0, frames=16, output=out, workdir=tmp_path / "work"
     )
     saved = json.loads(out.read_text())
-    _check_scores(saved, fixes, {"identity", "affine", "poly2", "ccat"})
+    _check_scores(saved, fixes, {"identity", "affine", "poly2", "ccat", "ccat_ens2"})
     for row in saved["rows"]:
         ccat = row["methods"]["ccat"]
         assert 0 < ccat["steps"] <= ccat["total_steps"]
@@ -156,6 +157,10 @@ def test_ccat_method_is_a_time_limited_default_run(bench, tmp_path):
         assert ccat["time_limit_minutes"] == pytest.approx(0.1)
         assert ccat["over_budget"] == (ccat["train_seconds"] > 1.1 * 6.0)
         assert ccat["final_cat"].endswith(".cat")
+        ens = row["methods"]["ccat_ens2"]
+        assert ens["self_ensemble"] == 2 and ens["infer_seconds"] > 0
+        assert abs(ens["psnr"] - ccat["psnr"]) < 1.0  # one network: views of it, not another
+    assert saved["also_ensemble"] == [2]
     table = bench.markdown(result)
     assert "ccat steps/total size, s" in table and "Goal (issue 12)" in table
     assert "(poly2)" in table  # no before_<size>: the reference is poly2

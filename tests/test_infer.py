@@ -12,9 +12,10 @@ import OpenImageIO as oiio
 import pytest
 from conftest import smooth_noise, write_exr, write_png
 
-from ccat_tf import imageio, transform
+from ccat_tf import ensemble, imageio, transform
 from ccat_tf.errors import CcatError, DataSetError, HookError, SettingsError
 from ccat_tf.inference import FrameProgress, infer
+from ccat_tf.settings import InferSettings
 
 FRAMES = "1001-1003"
 
@@ -90,13 +91,15 @@ def exr_seq(tmp_path):
 
 
 def _reference(model, x, kinds_in, kinds_out):
-    """The untiled recipe written out by hand: encode, reflect-pad, network, crop, decode."""
+    """The untiled recipe written out by hand: encode, reflect-pad, network (averaged over infer's
+    default self_ensemble views), crop, decode."""
     h, w = x.shape[:2]
     padded = np.pad(
         transform.encode(x, kinds_in), ((0, -h % 8), (0, -w % 8), (0, 0)), mode="reflect"
     )
-    out = np.asarray(model(padded[None], training=False))[0, :h, :w]
-    return transform.decode(out, kinds_out)
+    views = InferSettings().self_ensemble
+    out = ensemble.averaged(lambda b: model(b, training=False), padded[None], views)
+    return transform.decode(out[0, :h, :w], kinds_out)
 
 
 def _no_temps(folder):

@@ -10,6 +10,7 @@ import pytest
 from conftest import write_png
 
 from ccat_tf import imageio, temporal
+from ccat_tf.settings import InferSettings
 
 H, W = 64, 96
 
@@ -184,7 +185,7 @@ def test_chunks_render_what_one_run_renders(model_and_plates, tmp_path, monkeypa
     assert runs == [1, 2, 3, 4, 5, 6]
     from ccat_tf.model import open_model
 
-    net = open_model(m["cat"])
+    net = open_model(m["cat"], self_ensemble=InferSettings().self_ensemble)  # infer's default
     plain = _read(off, range(1, 7))
     for f, x in _read(m["input"], range(1, 7)).items():
         np.testing.assert_array_equal(plain[f], net.predict(x))  # what infer wrote before
@@ -209,7 +210,8 @@ def test_a_frame_without_neighbours_renders(model_and_plates, tmp_path):
         output_data_type="float", progress_bar=False,
     )  # fmt: skip
     x = _read(lone, [10])[10]
-    np.testing.assert_array_equal(_read(out, [10])[10], open_model(m["cat"]).predict(x))
+    net = open_model(m["cat"], self_ensemble=InferSettings().self_ensemble)  # infer's default
+    np.testing.assert_array_equal(_read(out, [10])[10], net.predict(x))
 
 
 def test_a_neighbour_gets_the_frames_checks(model_and_plates, tmp_path):
