@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from ccat_tf import frames as framespec
 from ccat_tf import ensemble, imageio, tiling
+from ccat_tf import frames as framespec
 from ccat_tf.atomic import check_free_space, free_bytes, full_disk_error, remove_stale_temps
 from ccat_tf.errors import (
     CcatError,

@@ -437,7 +437,7 @@ class InferSettings:
         range=Range(0, 1, integer=False),
     )
     self_ensemble: int = setting(
-        4,
+        2,
         "average the network's output over this many flips and quarter turns of each frame "
         "(1, 2, 4 or 8; training shows it all eight): steadier, slightly better frames for that "
         "many times the network's time (1: off)",
