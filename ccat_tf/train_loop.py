@@ -122,9 +122,12 @@ class StepLoop:
             optimizer.apply(tape.gradient(scaled, variables), variables)
             return loss, term, tf.identity(stop)
 
-        # As Keras's fit: no autograph (no tensor-dependent Python control flow here), and one
-        # shape-generic trace once a second crop size (the next multi-resolution stage) comes.
-        @tf.function(reduce_retracing=True)
+        # As Keras's fit: no autograph (no tensor-dependent Python control flow here). One trace
+        # per crop size (multi-resolution stage), never a shape-generic one: a run resumed in a
+        # later stage traces that stage's shape first, and a generic graph computes the forward
+        # pass with other rounding than a shape-specialised one, which the squared-error loss
+        # carries into the weights (absolute error's sign hid it): resumes would not be exact.
+        @tf.function(reduce_retracing=False)
         @tf.autograph.experimental.do_not_convert
         def step(batch, stop):
             loss, term, flag = strategy.run(replica_step, args=(tuple(batch), stop))
