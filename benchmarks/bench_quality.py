@@ -121,6 +121,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -673,8 +674,6 @@ CCAT_BLEND: float = 0.0
 ALSO_BLEND: list[float] = []
 #: ``--also-ensemble N ...``: the same network's frames averaged over N views (self_ensemble).
 ALSO_ENSEMBLE: list[int] = []
-#: The last ``ccat`` run's frames for each ``--also-ensemble`` size: (predictions, seconds).
-ENSEMBLE_PREDS: dict[int, tuple[list, float]] = {}
 
 
 def blend_neighbours(n: int, rendered: list[int]) -> list[int]:
@@ -701,9 +700,10 @@ def blend_predictions(preds: dict, rendered: list[int], inputs, weight: float) -
 
 def run_ccat_now(
     seqs: Sequences, seconds: float, work: Path, inputs_eval, extra=()
-) -> tuple[list, dict]:
+) -> tuple[list, dict, Any]:
     """The ``ccat`` method: the project as a new user runs it, with only a time limit set (and
-    any ``--set`` settings, recorded in the result file). ``extra``: as for :func:`run_ccat`."""
+    any ``--set`` settings, recorded in the result file). ``extra``: as for :func:`run_ccat`.
+    Also returns the opened model (for ``--also-ensemble``)."""
     import ccat_tf
     from ccat_tf.model import open_model, read_info
 
@@ -731,13 +731,6 @@ def run_ccat_now(
     model = open_model(cat)
     preds = [model.predict(x) for x in inputs_eval]
     infer_seconds = time.perf_counter() - t1
-    ensembles = {}  # --also-ensemble: the same network's frames averaged over n views
-    for n in ALSO_ENSEMBLE:
-        model.self_ensemble = n
-        t = time.perf_counter()
-        frames = [model.predict(x) for x in [*inputs_eval, *extra]]
-        ensembles[n] = (frames, time.perf_counter() - t)
-    model.self_ensemble = 1
     info = {
         "steps": meta.step,
         "total_steps": meta.total_steps,
@@ -752,9 +745,22 @@ def run_ccat_now(
         "infer_seconds": infer_seconds,
         "final_cat": Path(cat).name,
     }
-    ENSEMBLE_PREDS.clear()
-    ENSEMBLE_PREDS.update(ensembles)
-    return preds + [model.predict(x) for x in extra], info
+    return preds + [model.predict(x) for x in extra], info, model
+
+
+def ensemble_methods(model, frames, y_eval, fix: str, flicker) -> dict:
+    """``--also-ensemble``: the ``ccat`` network's ``frames`` (the scored frames, then each
+    temporal pair's second) with N views, scored as ``ccat_ens<N>`` with their seconds."""
+    out = {}
+    for n in ALSO_ENSEMBLE:
+        model.self_ensemble = n
+        t = time.perf_counter()
+        preds = [model.predict(x) for x in frames]
+        seconds = time.perf_counter() - t
+        scores = score_all(preds, y_eval, fix, flicker)
+        out[f"ccat_ens{n}"] = {**scores, "self_ensemble": n, "infer_seconds": seconds}
+    model.self_ensemble = 1
+    return out
 
 
 # ---- an earlier result file (--before) ----------------------------------------------------
@@ -905,7 +911,9 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
         rendered = scored + [b for _, b in where.get("temporal_pairs", []) if flicker]
         near = blend_neighbours(len(inputs), rendered)
         extra = x_next + [inputs[i] for i in near]
-        preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, extra)
+        preds, info, model = run_ccat_now(
+            seqs, options["seconds"], work / name / fix, x_eval, extra
+        )
         t = time.perf_counter()
         by_index = dict(zip(rendered + near, preds, strict=True))
         # the same network's frames unblended too: the blend's effect without a second training
@@ -918,12 +926,12 @@ def run_row(name: str, plate, fix: str, result: dict, options: dict, work: Path,
             preds = blend_predictions(by_index, rendered, inputs, w)
             row["methods"][f"ccat_blend{w:g}"] = score_all(preds, y_eval, fix, flicker)
     elif "ccat" in options["methods"]:
-        preds, info = run_ccat_now(seqs, options["seconds"], work / name / fix, x_eval, x_next)
+        preds, info, model = run_ccat_now(
+            seqs, options["seconds"], work / name / fix, x_eval, x_next
+        )
         row["methods"]["ccat"] = {**score_all(preds, y_eval, fix, flicker), **info}
-    for n, (preds, seconds) in ENSEMBLE_PREDS.items():
-        scores = score_all(preds, y_eval, fix, flicker)
-        row["methods"][f"ccat_ens{n}"] = {**scores, "self_ensemble": n, "infer_seconds": seconds}
-    ENSEMBLE_PREDS.clear()
+    if "ccat" in options["methods"]:
+        row["methods"].update(ensemble_methods(model, x_eval + x_next, y_eval, fix, flicker))
     return row
 
 

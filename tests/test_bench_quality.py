@@ -286,11 +286,18 @@ def test_blend_renders_the_neighbours_and_blends_the_ccat_frames(bench, tmp_path
     assert bench.blend_neighbours(4, [0, 3]) == [1, 2]
     calls = []
 
+    class FakeModel:  # what --also-ensemble applies: a frame in, a frame out
+        self_ensemble = 1
+
+        def predict(self, x):
+            return x + 0.01 * self.self_ensemble
+
     def fake(seqs, seconds, work, inputs_eval, extra=()):
         calls.append((len(inputs_eval), len(extra)))
         rng = np.random.default_rng(len(calls))
         xs = list(inputs_eval) + list(extra)
-        return [x + rng.normal(0, 0.05, x.shape).astype(np.float32) for x in xs], {"steps": 1}
+        preds = [x + rng.normal(0, 0.05, x.shape).astype(np.float32) for x in xs]
+        return preds, {"steps": 1}, FakeModel()
 
     monkeypatch.setattr(bench, "run_ccat_now", fake)
     blends = []
@@ -324,3 +331,7 @@ def test_blend_renders_the_neighbours_and_blends_the_ccat_frames(bench, tmp_path
     assert len(calls) == 1 and blends[-1][2] == 1.0
     assert blends[-2:] == [(blends[-2][0], blends[-2][1], 0.5), (blends[-2][0], blends[-2][1], 1.0)]
     assert {"psnr", "ssim", "tpsnr", "warp_ratio"} <= set(both["ccat_blend1"])
+    # --also-ensemble with --blend: the ensembles are scored on the scored and pair frames only
+    monkeypatch.setattr(bench, "ALSO_ENSEMBLE", [2])
+    ens = bench.run(["synthetic"], ["grade_vig"], [], 6.0, **common)["rows"][0]["methods"]
+    assert ens["ccat_ens2"]["self_ensemble"] == 2 and math.isfinite(ens["ccat_ens2"]["tpsnr"])
