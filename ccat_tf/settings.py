@@ -433,7 +433,7 @@ class InferSettings:
         0.5,
         "flicker reduction: mix each frame's output with its neighbours' (frames -1 and +1 of "
         "the input, rendered again at a chunk's ends) warped by the input's optical flow, with "
-        "this weight, where the motion explains them (0: off)",
+        "this weight, where the motion explains them, fine detail only (0: off)",
         range=Range(0, 1, integer=False),
     )
     self_ensemble: int = setting(

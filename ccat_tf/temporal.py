@@ -240,6 +240,11 @@ FLOOR = 2 / 255
 #: A neighbour whose mean weight over the frame is below this is dropped altogether: a scene cut
 #: or a whole new view, where the few chance matches would otherwise leak into the frame.
 CUT_FRACTION = 0.25
+#: Only the detail of a neighbour's difference (finer than a Gaussian of this many pixels) is
+#: blended in; its smooth part is the frame's own. Flicker is fine grain, while an output fixed
+#: to the screen (a vignette, lens shading, a locked-off matte) moves with the flow as a smooth
+#: difference that blending it in would drag across the frame (a vignette grade lost 3.3 dB).
+DETAIL_SIGMA = 4.0
 
 
 def _display(frame: np.ndarray) -> np.ndarray:
@@ -307,6 +312,19 @@ def neighbour_weights(
     return out
 
 
+def _detail(difference: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``difference`` (HxWxC) less its local mean over the pixels ``weight`` (HxW, 0..1) keeps:
+    a Gaussian of :data:`DETAIL_SIGMA` pixels, normalised by the weights (so pixels left out of
+    the blend do not bleed into the mean)."""
+    cv2 = _cv2()
+    norm = np.maximum(cv2.GaussianBlur(weight, (0, 0), DETAIL_SIGMA), 1e-3)
+    mean = np.empty_like(difference)
+    for c in range(difference.shape[-1]):
+        part = np.ascontiguousarray(weight * difference[..., c])
+        mean[..., c] = cv2.GaussianBlur(part, (0, 0), DETAIL_SIGMA) / norm
+    return difference - mean
+
+
 def blend(
     output: np.ndarray,
     neighbour_outputs,
@@ -320,9 +338,11 @@ def blend(
     motion explains them (:func:`neighbour_weights`; flows on the inputs, so any output channels,
     mattes or colour, HDR or not).
 
-    Per pixel, with neighbour weights m_k and warped outputs W_k:
-    ``out = f + weight * sum_k m_k (W_k - f) / max(1, sum_k m_k)``: with every neighbour valid, the
-    output is ``(1 - weight) f + weight * mean_k W_k``; where none is, it is ``f``, unchanged.
+    Per pixel, with neighbour weights m_k, warped outputs W_k and D_k = W_k - f less its local
+    mean (:func:`_detail`, only the fine detail of the difference):
+    ``out = f + weight * sum_k m_k D_k / max(1, sum_k m_k)``: with every neighbour valid, the
+    frame's fine detail is ``(1 - weight) f + weight * mean_k W_k`` and its smooth part its own;
+    where no neighbour is valid, it is ``f``, unchanged.
     ``weight`` 0 returns ``output`` itself (no flow computed). Neighbours are given in pairs
     (outputs and inputs in the same order); none (a shot of one frame) returns ``output``.
     ``flows``: as for :func:`neighbour_weights` (a renderer computes each pair once,
@@ -351,7 +371,7 @@ def blend(
         g = _channels_last(other)
         if g.shape != f3.shape:
             raise DataSetError(f"a neighbour output is {g.shape}, the output {f3.shape}")
-        pull += m[..., None] * (warp(g, flow) - f3)
+        pull += m[..., None] * _detail(warp(g, flow) - f3, m)
         total += m
     if not total.any():
         return output
