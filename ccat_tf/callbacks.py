@@ -289,7 +289,7 @@ class DataDirectoryWriter(StepCallback):
         inputs = np.stack([c[0] for c in crops])
         # Training crops are already encoded and divisor-sized: the network step of the recipe.
         with in_network(ctx.average):
-            outputs = ctx.model.network_output(inputs)
+            outputs = ctx.model.as_saved().network_output(inputs)
         rows = []
         n_img = len(ctx.info.input_channels)  # crops of a position-aware run carry coordinates
         for (x, y), out in zip(crops, outputs, strict=True):
@@ -317,8 +317,9 @@ class DataDirectoryWriter(StepCallback):
         kinds = ctx.info.output_transform
         images, labels = [], []
         with in_network(ctx.average):
+            model = ctx.model.as_saved()
             for frame, pixels in ctx.preview_frames:
-                out = ctx.model.predict(pixels)  # as ccat-tf infer would write it
+                out = model.predict(pixels)  # as ccat-tf infer would write it
                 images.append(to_display(transform.encode(out, kinds), kinds))
                 labels.append(f"frame {frame}")
         render_preview(
@@ -341,9 +342,10 @@ class DataDirectoryWriter(StepCallback):
         xs, ys = ctx.validation_cache.level(1.0)
         outputs, truths = [], []
         with in_network(ctx.average):
+            model = ctx.model.as_saved()  # what the .cat will hold
             for x, y in zip(xs, ys, strict=True):
                 x = transform.decode(np.asarray(x), info.input_transform)
-                outputs.append(ctx.model.predict(x))
+                outputs.append(model.predict(x))
                 truths.append(transform.decode(np.asarray(y), info.output_transform))
         ctx.val_psnr = output_psnr(np.stack(outputs), np.stack(truths), info.output_transform)
         if ctx.writer is not None:

@@ -104,6 +104,7 @@ class Model:
         self._coords: dict[tuple[int, ...], np.ndarray] = {}  #: the last frame size's
         self.budget_source = ""  #: where the automatic tile size's memory figure came from
         self._budget: int | None = None
+        self._saved: Model | None = None  #: the float32 twin :meth:`as_saved` keeps
         self._call = self._network_call()
 
     # ---- the recipe ------------------------------------------------------------------------
@@ -207,19 +208,12 @@ class Model:
         reason when the network is not a preset :func:`ccat_tf.models.build_model` makes."""
         import tensorflow as tf
 
-        from ccat_tf.models import PRESETS, build_model
+        from ccat_tf.models import PRESETS
 
         if self.info.model_size not in PRESETS:
             raise ValueError(f"unknown model_size {self.info.model_size!r}")
         with tf.device(self.device) if self.device else contextlib.nullcontext():
-            half = build_model(
-                len(self.info.input_channels),
-                len(self.info.output_channels),
-                architecture(self.info),
-                residual=self.info.residual,
-                dtype_policy="mixed_float16",
-            )
-            half.set_weights(self.net.get_weights())
+            half = self._rebuilt("mixed_float16")
         return Model(
             half,
             self.info,
@@ -234,7 +228,36 @@ class Model:
         """Write the network and its metadata as a .cat, atomically."""
         from ccat_tf import catfile
 
-        return catfile.save_cat(path, self.net, self.info.to_json(), weights_dtype=weights_dtype)
+        net = self.as_saved().net  # the float32 network, however training computed
+        return catfile.save_cat(path, net, self.info.to_json(), weights_dtype=weights_dtype)
+
+    def as_saved(self) -> Model:
+        """This model as a .cat holds it: itself when its network computes in float32, else
+        the float32 network with this one's weights as they are now (made once, refreshed at
+        each call), so validation and previews score what the file will give."""
+        if all(layer.dtype_policy.name == "float32" for layer in self.net.layers):
+            return self
+        if self._saved is None:
+            self._saved = Model(
+                self._rebuilt(None), self.info, tiles=self.tiles, source=self.source
+            )
+        else:
+            self._saved.net.set_weights(self.net.get_weights())
+        return self._saved
+
+    def _rebuilt(self, dtype_policy: str | None):
+        """The same network (same weights) built with another Keras dtype policy."""
+        from ccat_tf.models import build_model
+
+        net = build_model(
+            len(self.info.input_channels),
+            len(self.info.output_channels),
+            architecture(self.info),
+            residual=self.info.residual,
+            dtype_policy=dtype_policy,
+        )
+        net.set_weights(self.net.get_weights())
+        return net
 
     def _network_call(self):
         if self.device is None:

@@ -432,6 +432,7 @@ class TrainingRun:
     average: Any = None  #: averaging.WeightAverage of the network's weights, or None (off)
     loop: StepLoop | None = None  #: runs the training steps (train_loop)
     strategy: Any = None  #: the tf.distribute strategy the network lives in
+    precision: str = "float32"  #: the training step's number format (ccat_tf.precision)
     run: dict = field(default_factory=dict)  #: this run's entry in the run table
     plan: CropPlan | None = None
     ctx: RunContext | None = None
@@ -616,6 +617,7 @@ class TrainingRun:
             self.strategy = tf.distribute.MirroredStrategy(devices=replicas)
             if len(replicas) > 1:
                 _say(f"training on {len(replicas)} replicas: {', '.join(replicas)}")
+        self._choose_precision()
         if self.arch is None:
             size = settings.model_size
             if size == "auto":
@@ -626,6 +628,15 @@ class TrainingRun:
         if self.progress is None and settings.time_limit:
             with self.phase("speed measurement"):
                 self._plan_for_time_limit()
+
+    def _choose_precision(self) -> None:
+        """The training step's number format (:mod:`ccat_tf.precision`), said once."""
+        from ccat_tf import precision
+
+        devices = self.strategy.extended.worker_devices
+        on_gpu = any("GPU" in d.upper() for d in devices)
+        self.precision, why = precision.resolve(self.settings.precision, on_gpu)
+        _say(why)
 
     def _multi_worker_strategy(self) -> None:
         """MultiWorkerMirroredStrategy over every rank's devices (before any other TensorFlow
@@ -665,6 +676,7 @@ class TrainingRun:
         import keras
 
         from ccat_tf.models import build_model
+        from ccat_tf.precision import policy
         from ccat_tf.schedule import WarmupCosine
         from ccat_tf.train_loop import StepLoop
 
@@ -673,7 +685,9 @@ class TrainingRun:
         keras.utils.set_random_seed(settings.seed)
         n_in, n_out = len(info.input_channels), len(info.output_channels)
         with self.strategy.scope():
-            self.net = build_model(n_in, n_out, self.arch, residual=info.residual)
+            self.net = build_model(
+                n_in, n_out, self.arch, residual=info.residual, dtype_policy=policy(self.precision)
+            )
             self.trainer = _make_trainer(self.net, settings.loss)
             self.schedule = WarmupCosine(settings.learning_rate, max(1, self.total))
             self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
@@ -736,7 +750,7 @@ class TrainingRun:
                 last_loss=None,
                 val_psnr=None,
             )
-            model = Model(self.net, meta)
+            model = Model(self.net, meta).as_saved()
 
             def base(i):
                 x = np.asarray(xs[i], np.float32)
