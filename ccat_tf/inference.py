@@ -86,6 +86,11 @@ CPU_HALF_NOTE = (
     "runs slower than float32 (1.4-1.9x on an AVX-512 CPU) and results differ from float32 by "
     "about 1e-3; turn it off for speed on a CPU"
 )
+CPU_BFLOAT16_NOTE = (
+    "this CPU computes bfloat16 natively (AMX), so it computes in bfloat16 instead of float16: "
+    "2.8x faster than float32 on a 2-core AMX Xeon, results differ from float32 by about 4e-4 "
+    "RMS (at most a few 1e-2)"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,15 +397,19 @@ def _load_model(r: _Render) -> Model:
     tiles = TileSettings(s.tile_size, s.tile_overlap, s.batch_tiles)
     model = open_model(s.model_file, device=device, tiles=tiles, self_ensemble=s.self_ensemble)
     if s.optimize_for_speed_and_memory:
+        from ccat_tf.precision import native_bfloat16
+
+        bf16 = device == "/CPU:0" and native_bfloat16()
         try:
-            model = model.half_precision()
+            model = model.half_precision("mixed_bfloat16" if bf16 else "mixed_float16")
         except ValueError as err:  # the stored network is not the preset build_model makes
             notice(
                 f"optimize_for_speed_and_memory: cannot rebuild the network ({err}); computing in float32"
             )
         else:
             if device == "/CPU:0":
-                notice(f"optimize_for_speed_and_memory: {CPU_HALF_NOTE}")
+                note = CPU_BFLOAT16_NOTE if bf16 else CPU_HALF_NOTE
+                notice(f"optimize_for_speed_and_memory: {note}")
     needed = tiling.default_blend(model.profile).overlap
     if model.blend.overlap < needed:
         notice(

@@ -203,9 +203,10 @@ class Model:
         return self._budget
 
     # ---- variants and files ----------------------------------------------------------------
-    def half_precision(self) -> Model:
-        """The same model computing in float16 (float32 output layer). Raises ValueError with the
-        reason when the network is not a preset :func:`ccat_tf.models.build_model` makes."""
+    def half_precision(self, policy: str = "mixed_float16") -> Model:
+        """The same model computing in float16 (or ``mixed_bfloat16``: bfloat16), its output
+        layer in float32. Raises ValueError with the reason when the network is not a preset
+        :func:`ccat_tf.models.build_model` makes."""
         import tensorflow as tf
 
         from ccat_tf.models import PRESETS
@@ -213,13 +214,13 @@ class Model:
         if self.info.model_size not in PRESETS:
             raise ValueError(f"unknown model_size {self.info.model_size!r}")
         with tf.device(self.device) if self.device else contextlib.nullcontext():
-            half = self._rebuilt("mixed_float16")
+            half = self._rebuilt(policy)
         return Model(
             half,
             self.info,
             device=self.device,
             tiles=self.tiles,
-            precision="mixed_float16",
+            precision=policy,
             source=self.source,
             self_ensemble=self.self_ensemble,
         )

@@ -6,7 +6,8 @@ Xeon Sapphire Rapids and later), oneDNN runs those convolutions on the tile unit
 network's training step took 0.049 s instead of 0.115 s (benchmarks/RESULTS.md, "Training in
 bfloat16"). Without native bfloat16 the format is emulated and slower, so ``auto`` chooses it only
 where the CPU says it has AMX, and never on a GPU (no GPU has run it here; ``bfloat16`` asks for
-it anywhere). The network's head, its residual sum and the colour branch stay float32 in every
+it anywhere). Inference's ``optimize_for_speed_and_memory`` uses the same test: on such a CPU
+it computes in bfloat16 rather than in emulated float16. The network's head, its residual sum and the colour branch stay float32 in every
 format (:func:`ccat_tf.models.build_model`), and a .cat always holds the float32 network
 (:meth:`ccat_tf.model.Model.save`), so what a run writes does not depend on where it ran.
 """
@@ -22,11 +23,11 @@ POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def native_bfloat16(cpuinfo: Path = CPUINFO) -> bool:
+def native_bfloat16(cpuinfo: Path | None = None) -> bool:
     """Whether this CPU computes bfloat16 matrix products natively (the ``amx_bf16`` flag in
-    Linux's /proc/cpuinfo; False where there is no such file)."""
+    Linux's /proc/cpuinfo, or ``cpuinfo``; False where there is no such file)."""
     try:
-        text = cpuinfo.read_text(errors="replace")
+        text = (cpuinfo or CPUINFO).read_text(errors="replace")
     except OSError:
         return False
     for line in text.splitlines():
@@ -35,7 +36,7 @@ def native_bfloat16(cpuinfo: Path = CPUINFO) -> bool:
     return False
 
 
-def resolve(setting: str, on_gpu: bool, cpuinfo: Path = CPUINFO) -> tuple[str, str]:
+def resolve(setting: str, on_gpu: bool, cpuinfo: Path | None = None) -> tuple[str, str]:
     """``(format, why)`` for the ``precision`` setting: ``float32`` or ``bfloat16``."""
     if setting != "auto":
         return setting, f"precision {setting} (as set)"

@@ -366,7 +366,16 @@ def test_write_failure_midway_leaves_complete_frames_only(models, exr_seq, monke
     imageio.read_image(out / "f.1001.exr")  # complete and readable
 
 
-def test_optimize_for_speed_and_memory_on_cpu(models, exr_seq):
+@pytest.mark.parametrize(
+    "flags, policy, says",
+    [("avx512f avx512_bf16", "mixed_float16", "emulated"), ("amx_bf16", "mixed_bfloat16", "AMX")],
+)
+def test_optimize_for_speed_and_memory_on_cpu(models, exr_seq, monkeypatch, flags, policy, says):
+    from ccat_tf import precision
+
+    cpuinfo = exr_seq["root"] / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse {flags}\n")
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
     out = exr_seq["root"] / "half.####.exr"
     s = infer(
         models["rgb"],
@@ -377,8 +386,8 @@ def test_optimize_for_speed_and_memory_on_cpu(models, exr_seq):
         output_data_type="float",
         progress_bar=False,
     )
-    assert s["precision"] == "mixed_float16"
-    assert any("emulated" in n for n in s["notices"])
+    assert s["precision"] == policy
+    assert any(says in n for n in s["notices"])
     ref = _reference(models["rgb_model"], exr_seq["pixels"][1001], ["log"] * 3, ["log"] * 3)
     data = imageio.read_image(str(out).replace("####", "1001"))
     assert np.abs(data - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
