@@ -3,13 +3,14 @@
 Keras' ``mixed_bfloat16`` policy keeps every weight (and Adam's slots, the moving average, the
 loss) in float32 and computes the convolutions in bfloat16. On a CPU with Intel AMX (``amx_bf16``:
 Xeon Sapphire Rapids and later), oneDNN runs those convolutions on the tile units: a small
-network's training step took 0.049 s instead of 0.115 s (benchmarks/RESULTS.md, "Training in
+network's training step took 0.075 s instead of 0.145 s (benchmarks/RESULTS.md, "Training in
 bfloat16"). Without native bfloat16 the format is emulated and slower, so ``auto`` chooses it only
 where the CPU says it has AMX, and never on a GPU (no GPU has run it here; ``bfloat16`` asks for
-it anywhere). Inference's ``optimize_for_speed_and_memory`` uses the same test: on such a CPU
-it computes in bfloat16 rather than in emulated float16. The network's head, its residual sum and the colour branch stay float32 in every
-format (:func:`ccat_tf.models.build_model`), and a .cat always holds the float32 network
-(:meth:`ccat_tf.model.Model.save`), so what a run writes does not depend on where it ran.
+it anywhere). Inference's ``optimize_for_speed_and_memory`` uses the same test: on such a CPU it
+computes in bfloat16 rather than in emulated float16. The network's head, its residual sum and
+the colour branch stay float32 in every format (:func:`ccat_tf.models.build_model`), and a .cat
+always holds the float32 network (:meth:`ccat_tf.model.Model.save`), so what a run writes does
+not depend on where it ran.
 """
 
 from __future__ import annotations
