@@ -795,14 +795,33 @@ def make_tf_dataset(
 
     b = plan.batch_size
     ds = tf.data.Dataset.range(first_step * b, last_step * b)
+    return batched_pipeline(ds, crop_fn, b)
+
+
+#: Parallel calls of a pipeline's map, and batches it prepares ahead of the step. Fixed rather
+#: than tf.data.AUTOTUNE: autotuning runs a model thread whose timed wait (its period grows to a
+#: minute) the iterator's destructor joins, so ending a run's pipelines took 24-126 s after the
+#: final .cat (gdb: ~RootDataset::Iterator waiting on Model::OptimizeLoop; 5 of 14 one-minute
+#: benchmark runs). The crop function holds the GIL for most of its work: more calls do not help.
+PIPELINE_PARALLEL_CALLS = 2
+PIPELINE_PREFETCH = 2
+
+
+def batched_pipeline(ds, fn, batch: int):
+    """``ds`` mapped by ``fn`` in order, batched at ``batch`` and prefetched, without tf.data's
+    autotuning (see :data:`PIPELINE_PARALLEL_CALLS`) and without auto-sharding (every process
+    makes the same global batches and keeps its slice)."""
+    import tensorflow as tf
+
     # h5py serialises reads behind one lock; memory slices are cheap: a few parallel calls suffice.
-    ds = ds.map(crop_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(b, drop_remainder=True)
+    ds = ds.map(fn, num_parallel_calls=PIPELINE_PARALLEL_CALLS, deterministic=True)
+    ds = ds.batch(batch, drop_remainder=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.deterministic = True
+    options.autotune.enabled = False
     ds = ds.with_options(options)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(PIPELINE_PREFETCH)
 
 
 def contact_sheet_crops(cache: FrameCache, plan: CropPlan, step: int, count: int = 3):

@@ -84,7 +84,23 @@ class StepLoop:
                 ds = ds.unbatch().batch(per_replica, drop_remainder=True)
             return ds
 
-        return self.strategy.distribute_datasets_from_function(make)
+        return self.strategy.distribute_datasets_from_function(make, self._input_options(local))
+
+    def _input_options(self, local: int):
+        """One CPU replica in one process iterates the pipeline itself: the default (PER_WORKER)
+        goes through a MultiDeviceIterator whose per-device pipeline TensorFlow autotunes, and
+        deleting it waited 20-126 s for the autotuner's thread (a run's end, after its .cat).
+        Several replicas or processes, and GPUs (whose batches it prefetches to the device),
+        keep it; :meth:`release` defers that wait to after the final .cat."""
+        import tensorflow as tf
+
+        devices = self.strategy.extended.worker_devices
+        if self.workers > 1 or local > 1 or "GPU" in devices[0].upper():
+            return None
+        return tf.distribute.InputOptions(
+            experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
+            experimental_fetch_to_device=False,
+        )
 
     # ---- the step ----------------------------------------------------------------------------
     def _make_step(self):
@@ -159,9 +175,9 @@ class StepLoop:
         return logs
 
     def release(self) -> None:
-        """End the data pipelines of every fit so far. Deleting a tf.data iterator now and then
-        waited ~30 s inside TensorFlow (RootDataset's destructor, seen in the quality benchmark,
-        cause unknown), so a run calls this after its final .cat, not when a fit ends."""
+        """End the data pipelines of every fit so far. A run calls this after its final .cat,
+        not when a fit ends: deleting an autotuned tf.data iterator can wait up to minutes (see
+        ``dataset.PIPELINE_PARALLEL_CALLS`` and :meth:`_input_options`)."""
         self.parked.clear()
 
     # ---- the loop ----------------------------------------------------------------------------

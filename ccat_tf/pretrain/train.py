@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ccat_tf.dataset import batched_pipeline
 from ccat_tf.pretrain.degrade import TASKS
 from ccat_tf.settings import PretrainSettings
 
@@ -71,8 +72,7 @@ def pair_dataset(
 
     stop = None if count is None else start + count
     ds = tf.data.Dataset.range(start, stop if stop is not None else 2**62)
-    ds = ds.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return batched_pipeline(ds, sample, batch)
 
 
 def paired_dataset(
@@ -97,8 +97,7 @@ def paired_dataset(
 
     stop = None if count is None else start + count
     ds = tf.data.Dataset.range(start, stop if stop is not None else 2**62)
-    ds = ds.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return batched_pipeline(ds, sample, batch)
 
 
 def _make_pretrainer(net, loss: str):
