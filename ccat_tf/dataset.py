@@ -26,6 +26,11 @@ STAGE_SCALES = (0.25, 0.5, 1.0)
 # Share of the total steps spent in each multi-resolution stage (1/4, 1/2, full resolution).
 # Half the run at full resolution keeps fine detail; the low stages make the run ~1.7x cheaper.
 STAGE_SHARES = (0.25, 0.25, 0.5)
+#: A fix that lives in fine detail (deblur, upscale: the pairs' difference mostly gone at 1/4
+#: size, see :meth:`FrameCache.detail_share`) learns another fix from downsized frames: its low
+#: stages cut their small crops from the full-size frames instead, and take more of the steps.
+FINE_DETAIL_BELOW = 0.5
+FINE_DETAIL_SHARES = (0.6, 0.3, 0.1)
 MIN_CROP = 16
 #: temporal_consistency: one sample in this many (those with ``sample % TEMPORAL_EVERY == 0``)
 #: carries its warped neighbour's valid mask, so its neighbour also goes through the network
@@ -92,12 +97,20 @@ def total_steps(epochs: int, pairs: int, batch_size: int) -> int:
     return max(1, math.ceil(epochs * pairs / batch_size))
 
 
-def stage_bounds(total: int, multi_resolution: bool) -> list[int]:
+def stage_shares(multi_resolution: bool, fine_detail: bool = False) -> tuple[float, ...]:
+    """Share of the steps in each stage (one stage without multi-resolution training)."""
+    if not multi_resolution:
+        return (1.0,)
+    return FINE_DETAIL_SHARES if fine_detail else STAGE_SHARES
+
+
+def stage_bounds(total: int, multi_resolution: bool, fine_detail: bool = False) -> list[int]:
     """First step of each stage (three entries) for a run of ``total`` steps."""
     if not multi_resolution:
         return [0, 0, 0]
-    b1 = int(round(total * STAGE_SHARES[0]))
-    b2 = int(round(total * (STAGE_SHARES[0] + STAGE_SHARES[1])))
+    shares = stage_shares(True, fine_detail)
+    b1 = int(round(total * shares[0]))
+    b2 = int(round(total * (shares[0] + shares[1])))
     return [0, b1, b2]
 
 
@@ -446,6 +459,25 @@ class FrameCache:
     def scales(self) -> list[float]:
         return sorted(self._levels)
 
+    def detail_share(self) -> float | None:
+        """How much of the pairs' difference survives at 1/4 size: RMS(y - x) of the 1/4 level
+        over RMS(y - x) at full size, over every pair. About 1 for a grade or a restyle, 0.3-0.4
+        for a deblur or a 3x upscale (whose low-stage pairs hardly differ). None without a 1/4
+        level, or when input and output are different things (rgb -> alpha)."""
+        if 0.25 not in self._levels:
+            return None
+        sums = []
+        for scale in (0.25, 1.0):
+            xs, ys = self._levels[scale]
+            if xs[0].shape[-1] != ys[0].shape[-1]:
+                return None
+            sq = sum(
+                float(np.sum(np.square(y[()] - x[()], dtype=np.float64)))
+                for x, y in zip(xs, ys, strict=True)
+            )
+            sums.append(sq / sum(int(np.prod(x.shape)) for x in xs))
+        return float(np.sqrt(sums[0] / sums[1])) if sums[1] > 0 else None
+
     def close(self) -> None:
         if self._h5 is not None:
             self._h5.close()
@@ -702,9 +734,16 @@ class CropPlan:
     #: temporal_consistency: each crop also brings its window of the pair's warped neighbour
     #: and the warp's valid mask (the same place, rotation and flip)
     temporal: bool = False
+    #: the fix lives in fine detail: every stage cuts its crops (as small as the stage's) from
+    #: the full-size frames (see FINE_DETAIL_BELOW)
+    fine_detail: bool = False
 
     def stage_of(self, step: int) -> int:
         return stage_for_step(step, list(self.stage_bounds))
+
+    def level_at(self, stage: int) -> float:
+        """The frame scale a stage cuts its crops from."""
+        return 1.0 if self.fine_detail else self.stage_scales[stage]
 
     def crop_at(self, stage: int) -> int:
         return stage_crop(self.crop_size, self.stage_scales[stage], self.divisor, self.frame_hw)
@@ -740,7 +779,7 @@ def make_crop(cache: FrameCache, plan: CropPlan, sample: int) -> tuple[np.ndarra
     gets the input's position channels. The mask is empty (and the neighbour the input itself)
     for a pair without a neighbour and for all but one sample in :data:`TEMPORAL_EVERY`."""
     step = sample // plan.batch_size
-    scale = plan.stage_scales[plan.stage_of(step)]
+    scale = plan.level_at(plan.stage_of(step))
     xs, ys = cache.level(scale)
     shapes = [tuple(a.shape[:2]) for a in xs]
     pair, y, x, crop, rot, flip = sample_params(plan, sample, shapes)
@@ -834,7 +873,7 @@ def contact_sheet_crops(cache: FrameCache, plan: CropPlan, step: int, count: int
 
 
 def make_crop_at_step(cache: FrameCache, plan: CropPlan, step: int, key: int):
-    scale = plan.stage_scales[plan.stage_of(step)]
+    scale = plan.level_at(plan.stage_of(step))
     crop = plan.crop_at(plan.stage_of(step))
     xs, ys = cache.level(scale)
     rng = np.random.default_rng([plan.seed, 0x5C, key])

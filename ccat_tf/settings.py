@@ -203,7 +203,9 @@ class TrainSettings:
     )
     use_multi_resolution_training: bool = setting(
         True,
-        "train at 1/4, then 1/2, then full resolution",
+        "train at 1/4, then 1/2, then full resolution (a fix that lives in fine detail, like a "
+        "deblur or an upscale, has its low stages cut small crops from the full-size frames "
+        "instead, for 60% and 30% of the steps)",
         knob="Use Multi-Resolution Training (`useMultiResolutionTraining`)",
     )
     # --- beyond CopyCat: reproducibility and plumbing ---

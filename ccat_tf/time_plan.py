@@ -100,12 +100,6 @@ def steps_for(
     return max(MIN_STEPS, done + 1, int(total))
 
 
-def stage_shares(multi_resolution: bool) -> tuple[float, ...]:
-    from ccat_tf.dataset import STAGE_SHARES
-
-    return tuple(STAGE_SHARES) if multi_resolution else (1.0,)
-
-
 def choose_size(
     measured_size: str,
     step_seconds: tuple[float, ...],

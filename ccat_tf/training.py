@@ -35,6 +35,7 @@ from ccat_tf import state as ost
 from ccat_tf import summary as summaries
 from ccat_tf.atomic import LOCK_NAME, DirectoryLock, remove_stale_temps
 from ccat_tf.dataset import (
+    FINE_DETAIL_BELOW,
     STAGE_SCALES,
     CropPlan,
     DataSetInfo,
@@ -42,6 +43,7 @@ from ccat_tf.dataset import (
     make_tf_dataset,
     open_cache,
     stage_bounds,
+    stage_shares,
     validate_dataset,
 )
 from ccat_tf.errors import (
@@ -351,8 +353,13 @@ def _remove_if_only_the_lock(data_dir: Path, created: Path) -> None:
                     break
 
 
-def crop_plan(settings: TrainSettings, info: DataSetInfo, total: int, arch) -> CropPlan:
-    """The crops a run sees: one construction for a run and for rebuilding its final .cat."""
+def crop_plan(
+    settings: TrainSettings, info: DataSetInfo, total: int, arch, fine_detail: bool = False
+) -> CropPlan:
+    """The crops a run sees: one construction for a run and for rebuilding its final .cat
+    (``fine_detail``: from :meth:`TrainingRun.load_frames`; it moves the stage bounds, but the
+    final step is in the last stage either way, so a final .cat rebuilt without it states the
+    same stage)."""
     from ccat_tf.models import divisor
 
     multi = settings.use_multi_resolution_training
@@ -362,12 +369,13 @@ def crop_plan(settings: TrainSettings, info: DataSetInfo, total: int, arch) -> C
         batch_size=info.batch_size,
         crop_size=info.crop_size,
         divisor=divisor(arch.model_size),
-        stage_bounds=tuple(stage_bounds(total, multi)),
+        stage_bounds=tuple(stage_bounds(total, multi, fine_detail)),
         stage_scales=STAGE_SCALES if multi else (1.0, 1.0, 1.0),
         frame_hw=(info.height, info.width),
         augment=settings.augment,
         position=arch.position,
         temporal=settings.temporal_consistency > 0 and bool(info.neighbours),
+        fine_detail=multi and fine_detail,
     )
 
 
@@ -425,6 +433,8 @@ class TrainingRun:
     arch: Any = None  #: models.Architecture (set by prepare() on a resume, else by build())
     # ---- set by load_frames(), build() and open() ----
     cache: FrameCache | None = None
+    #: the fix lives in fine detail: low stages crop the full-size frames (load_frames)
+    fine_detail: bool = False
     net: Any = None  #: the Keras network (what a .cat holds)
     optimizer: Any = None
     schedule: Any = None  #: schedule.WarmupCosine, the optimizer's learning rate
@@ -602,6 +612,20 @@ class TrainingRun:
         self.cache = open_cache(self.info, self.settings, folder, notices)
         for n in notices:
             _say(n)
+        self._choose_stages()
+
+    def _choose_stages(self) -> None:
+        """A fix that lives in fine detail trains its low stages on small crops of the
+        full-size frames (``dataset.FINE_DETAIL_BELOW``); said on one line."""
+        share = self.cache.detail_share() if self.settings.use_multi_resolution_training else None
+        self.fine_detail = share is not None and share < FINE_DETAIL_BELOW
+        if share is None:
+            return
+        if self.fine_detail:
+            how = "a fine-detail fix: the 1/4 and 1/2 stages cut small crops from the full-size frames"
+        else:
+            how = "the 1/4 and 1/2 stages train on downsized frames"
+        _say(f"multi-resolution: {share:.2f} of the pairs' difference is left at 1/4 size; {how}")
 
     def build(self) -> None:
         """Devices, the MirroredStrategy, and the network and optimizer in its scope (restored
@@ -738,7 +762,7 @@ class TrainingRun:
         xs, ys = self.cache.level(1.0)
         base = None
         if pretrained:
-            plan = crop_plan(self.settings, self.info, 1, self.arch)
+            plan = crop_plan(self.settings, self.info, 1, self.arch, self.fine_detail)
             meta = model_info(
                 self.settings,
                 self.info,
@@ -773,7 +797,7 @@ class TrainingRun:
         from ccat_tf import time_plan
 
         s = self.settings
-        shares = time_plan.stage_shares(s.use_multi_resolution_training)
+        shares = stage_shares(s.use_multi_resolution_training, self.fine_detail)
         timed = self._measure()
         left = self._seconds_left()
         why = ""
@@ -802,7 +826,7 @@ class TrainingRun:
     def _measure(self) -> tuple[float, ...]:
         from ccat_tf import time_plan
 
-        probe = crop_plan(self.settings, self.info, 1000, self.arch)
+        probe = crop_plan(self.settings, self.info, 1000, self.arch, self.fine_detail)
         return time_plan.measure(
             self.loop, self.net, self.optimizer, self.cache, probe, *self._network_channels()
         )
@@ -819,7 +843,7 @@ class TrainingRun:
         share (validation pairs, preview frames, the summary writer)."""
         if not self.writes:  # rank 0 keeps the run table; this rank writes nothing
             self.run = {"id": -1, "name": f"rank{self.cluster.rank}"}
-            self.plan = crop_plan(self.settings, self.info, self.total, self.arch)
+            self.plan = crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
             self.ctx = self._context()
             return
         if self.replaced is not None:
@@ -839,7 +863,7 @@ class TrainingRun:
             total_steps=self.total,
             name=self.settings.run_name,
         )
-        self.plan = crop_plan(self.settings, self.info, self.total, self.arch)
+        self.plan = crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
         self.ctx = self._context()
 
     def _context(self) -> RunContext:
@@ -961,14 +985,16 @@ class TrainingRun:
         # summaries, a busier machine) is added to every stage's measured time.
         extra = seconds_per_step - self.step_seconds[0]
         predicted = tuple(max(t + extra, 0.2 * t) for t in self.step_seconds)
-        shares = time_plan.stage_shares(self.settings.use_multi_resolution_training)
+        shares = stage_shares(self.settings.use_multi_resolution_training, self.fine_detail)
         left = (self.deadline - time.monotonic()) * (1 - time_plan.OVERHEAD_SHARE / 2)
         total = min(self.max_total, time_plan.steps_for(left, predicted, shares, done=step))
         if abs(total - self.total) <= 0.02 * self.total:
             return
         self.total = self.ctx.total_steps = total
         self.schedule.set_total(total)
-        self.plan = self.ctx.plan = crop_plan(self.settings, self.info, total, self.arch)
+        self.plan = self.ctx.plan = crop_plan(
+            self.settings, self.info, total, self.arch, self.fine_detail
+        )
         with contextlib.suppress(CcatError):
             runtable.update_run(self.data_dir, self.run["id"], total_steps=total)
 
