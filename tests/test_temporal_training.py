@@ -188,38 +188,43 @@ def test_temporal_crops_are_a_pure_function_of_seed_and_sample(tmp_path):
 
 def test_temporal_consistency_reduces_the_flicker_of_per_frame_input_noise(tmp_path):
     """A panning shot with fresh noise on every input frame, the clean frames as the fix, two
-    training pairs: the option lowers the output's flow-warped error. Measured (warp error
-    ratio off -> on, temporal PSNR gain): 0.377 -> 0.342 (x0.909), +0.14 dB; with other shot
-    and training seeds x0.911 and x0.911, +0.12 and +0.09 dB. Measured in float32, so the
-    thresholds hold on every CPU (in bfloat16 on an AMX CPU: x0.936, -0.00 dB)."""
+    training pairs: the option lowers the output's flow-warped error. Denoising is a fine-detail
+    fix, so the default stages crop the full-size frames (16, then 32 pixels here). Measured in
+    float32 (so the thresholds hold on every CPU), warp error ratio off -> on and temporal PSNR
+    gain: single resolution 0.279 -> 0.216 (x0.776), +0.83 dB; the default stages 0.311 ->
+    0.283 (x0.911), +0.01 dB. (Before fine-detail stages, on downsized low stages: x0.909,
+    +0.14 dB; with other shot and training seeds x0.911 and x0.911, +0.12 and +0.09 dB.)"""
     shot, clean = moving_shot(tmp_path / "shot", sigma=0.1)
     inputs = [imageio.read_image(shot["input"].replace("####", f"{f:04d}")) for f in range(1, 9)]
     flows = temporal.sequence_flows(inputs)
     scores = {}
-    for weight in (0.0, 3.0):
-        cat = ccat_tf.train(
-            tiny_settings(
-                shot,
-                tmp_path / f"dd{weight}",
-                epochs=150,  # 2 pairs, batch 2: 150 steps
-                temporal_consistency=weight,
-                deterministic=True,
-                precision="float32",
-                checkpoint_interval=1000,
-                contact_sheet_interval=1000,
-            ),
-            progress_bar=False,
-        )
-        model = open_model(cat)
-        assert model.info.settings["temporal_consistency"] == weight
-        outputs = [model.predict(x) for x in inputs]
-        scores[weight] = (
-            temporal.warp_error_ratio(outputs, inputs, flows)["ratio"],
-            temporal.temporal_psnr(outputs, clean),
-        )
-    (ratio_off, tpsnr_off), (ratio_on, tpsnr_on) = scores[0.0], scores[3.0]
-    assert ratio_on < 0.95 * ratio_off, scores
-    assert tpsnr_on > tpsnr_off + 0.03, scores
+    for multi in (False, True):
+        for weight in (0.0, 3.0):
+            cat = ccat_tf.train(
+                tiny_settings(
+                    shot,
+                    tmp_path / f"dd{weight}{multi}",
+                    epochs=150,  # 2 pairs, batch 2: 150 steps
+                    temporal_consistency=weight,
+                    use_multi_resolution_training=multi,
+                    deterministic=True,
+                    precision="float32",
+                    checkpoint_interval=1000,
+                    contact_sheet_interval=1000,
+                ),
+                progress_bar=False,
+            )
+            model = open_model(cat)
+            assert model.info.settings["temporal_consistency"] == weight
+            outputs = [model.predict(x) for x in inputs]
+            scores[multi, weight] = (
+                temporal.warp_error_ratio(outputs, inputs, flows)["ratio"],
+                temporal.temporal_psnr(outputs, clean),
+            )
+    (ratio_off, tpsnr_off), (ratio_on, tpsnr_on) = scores[False, 0.0], scores[False, 3.0]
+    assert ratio_on < 0.9 * ratio_off, scores
+    assert tpsnr_on > tpsnr_off + 0.3, scores
+    assert scores[True, 3.0][0] < 0.95 * scores[True, 0.0][0], scores
 
 
 TWO_REPLICAS = r"""
