@@ -839,9 +839,10 @@ def make_tf_dataset(
 
 #: Parallel calls of a pipeline's map, and batches it prepares ahead of the step. Fixed rather
 #: than tf.data.AUTOTUNE: autotuning runs a model thread whose timed wait (its period grows to a
-#: minute) the iterator's destructor joins, so ending a run's pipelines took 24-126 s after the
-#: final .cat (gdb: ~RootDataset::Iterator waiting on Model::OptimizeLoop; 5 of 14 one-minute
-#: benchmark runs). The crop function holds the GIL for most of its work: more calls do not help.
+#: minute) the iterator's destructor joins, so ending a run's pipelines took 20-126 s after the
+#: final .cat (gdb: ~RootDataset::Iterator waiting on Model::OptimizeLoop; the distributed input
+#: path's own pipeline did it too, see StepLoop._input_options). With these two, a step was no
+#: slower (bench_loop_speed on a 2-core Xeon: 0.069 s against 0.074-0.079 autotuned).
 PIPELINE_PARALLEL_CALLS = 2
 PIPELINE_PREFETCH = 2
 
