@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import smooth_noise, write_png
+from conftest import smooth_noise, tiny_settings, write_png
 
 import ccat_tf
 from ccat_tf import dataset
@@ -21,12 +21,9 @@ def _cache(pairs, scales=STAGE_SCALES) -> FrameCache:
 
 
 def _box_blur(x: np.ndarray, r: int = 2) -> np.ndarray:
-    out = np.zeros_like(x)
-    pad = np.pad(x, ((r, r), (r, r), (0, 0)), mode="edge")
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            out += pad[dy : dy + x.shape[0], dx : dx + x.shape[1]]
-    return out / (2 * r + 1) ** 2
+    import cv2
+
+    return cv2.blur(x, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REPLICATE)
 
 
 def _texture(seed: int, size: int = 128) -> np.ndarray:
@@ -85,17 +82,13 @@ def test_a_blur_fix_trains_on_full_size_crops_and_says_so(tmp_path, capsys):
         sharp = _texture(f, 96)
         write_png(tmp_path / "in" / f"s.{f:04d}.png", _box_blur(sharp))
         write_png(tmp_path / "gt" / f"s.{f:04d}.png", sharp)
+    shot = {
+        "input": str(tmp_path / "in" / "s.####.png"),
+        "ground_truth": str(tmp_path / "gt" / "s.####.png"),
+        "frames": "1-4",
+    }
     cat = ccat_tf.train(
-        input=str(tmp_path / "in" / "s.####.png"),
-        ground_truth=str(tmp_path / "gt" / "s.####.png"),
-        frames="1-4",
-        data_directory=str(tmp_path / "dd"),
-        model_size="small",
-        crop_size=64,
-        batch_size=2,
-        epochs=6,
-        use_gpu_if_available=False,
-        progress_bar=False,
+        tiny_settings(shot, tmp_path / "dd", crop_size=64, epochs=6), progress_bar=False
     )
     out = capsys.readouterr()
     assert "a fine-detail fix" in out.out + out.err
