@@ -257,8 +257,9 @@ class TrainSettings:
     precision: str = setting(
         "auto",
         "number format of the training step: float32, or bfloat16 (weights, loss and output "
-        "layer stay float32; the .cat is float32 either way); auto: bfloat16 on CPUs with "
-        "Intel AMX, where a step takes under half the time, else float32",
+        "layer stay float32; the .cat is float32 either way); auto: bfloat16 on CPUs that "
+        "compute it natively (Intel AMX, AVX-512 BF16), where a step takes a half to two "
+        "thirds of the time, else float32",
         choices=PRECISIONS,
     )
     cache: str = setting(
@@ -410,8 +411,9 @@ class InferSettings:
     optimize_for_speed_and_memory: bool = setting(
         False,
         "float16 compute (mixed precision, float32 output layer): faster and about half the "
-        "memory on GPUs. On a CPU with Intel AMX it computes in bfloat16 instead: 2.8x faster "
-        "than float32, results about 4e-4 RMS from it. On other CPUs float16 is emulated: a "
+        "memory on GPUs. On a CPU with native bfloat16 (Intel AMX, AVX-512 BF16) it computes in "
+        "bfloat16 instead: 1.4-2.1x faster than float32, results about 4e-4 to 8e-4 RMS from "
+        "it. On other CPUs float16 is emulated: a "
         "quarter to a third less memory (larger tiles) but 1.4-1.9x slower, results about 1e-3 "
         "from float32 (a notice says which)",
         knob="Optimize for Speed and Memory (`optimizeForSpeedAndMemory`)",

@@ -368,7 +368,11 @@ def test_write_failure_midway_leaves_complete_frames_only(models, exr_seq, monke
 
 @pytest.mark.parametrize(
     "flags, policy, says",
-    [("avx512f avx512_bf16", "mixed_float16", "emulated"), ("amx_bf16", "mixed_bfloat16", "AMX")],
+    [
+        ("avx512f avx512_vnni", "mixed_float16", "emulated"),
+        ("avx512f avx512_bf16", "mixed_bfloat16", "natively (AVX-512 BF16)"),
+        ("amx_bf16", "mixed_bfloat16", "natively (AMX)"),
+    ],
 )
 def test_optimize_for_speed_and_memory_on_cpu(models, exr_seq, monkeypatch, flags, policy, says):
     from ccat_tf import precision

@@ -1,5 +1,6 @@
-"""The training step's number format: auto picks bfloat16 only on CPUs with AMX, a bfloat16 run
-trains and resumes like a float32 one, and every .cat holds the float32 network."""
+"""The training step's number format: auto picks bfloat16 only on CPUs that compute it natively
+(AMX or AVX-512 BF16), a bfloat16 run trains and resumes like a float32 one, and every .cat
+holds the float32 network."""
 
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ from ccat_tf.model_info import ModelInfo
 
 RGB = ("R", "G", "B")
 AMX = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
-NO_AMX = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
+PLAIN = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
 
 
 def test_auto_chooses_bfloat16_only_where_the_cpu_computes_it(tmp_path):
-    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx, zen4, plain = tmp_path / "amx", tmp_path / "zen4", tmp_path / "plain"
     amx.write_text(AMX)
-    plain.write_text(NO_AMX)
-    assert precision.resolve("auto", on_gpu=False, cpuinfo=amx)[0] == "bfloat16"
+    zen4.write_text(AVX512_BF16)
+    plain.write_text(PLAIN)
+    assert precision.resolve("auto", on_gpu=False, cpuinfo=amx) == (
+        "bfloat16",
+        "precision auto: bfloat16 (this CPU has AMX: 1.5-2x the steps)",
+    )
+    assert precision.resolve("auto", on_gpu=False, cpuinfo=zen4)[0] == "bfloat16"
+    assert "AVX-512 BF16" in precision.resolve("auto", on_gpu=False, cpuinfo=zen4)[1]
     assert precision.resolve("auto", on_gpu=False, cpuinfo=plain)[0] == "float32"
     assert precision.resolve("auto", on_gpu=True, cpuinfo=amx)[0] == "float32"
     assert precision.resolve("auto", on_gpu=False, cpuinfo=tmp_path / "none")[0] == "float32"
