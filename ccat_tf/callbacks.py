@@ -86,12 +86,15 @@ class RunContext:
         """What must survive a resume (JSON): the progress file keeps it as ``extra``."""
         watch = self.guard.watch.to_dict() if self.guard is not None else dict(self.loss_watch)
         best = self.best_val_psnr
+        bounds = getattr(self.plan, "stage_bounds", None)
         return {
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "best_val_psnr": best if best is not None and math.isfinite(best) else None,
             "best_step": self.best_step if best is not None and math.isfinite(best) else None,
             "loss_watch": watch,
+            # a time-limited run's last stage may have changed its total but not its stages
+            "stage_bounds": list(bounds) if bounds is not None else None,
         }
 
     def restore_persistent_state(self, state: dict) -> None:

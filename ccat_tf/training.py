@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -843,7 +843,9 @@ class TrainingRun:
         share (validation pairs, preview frames, the summary writer)."""
         if not self.writes:  # rank 0 keeps the run table; this rank writes nothing
             self.run = {"id": -1, "name": f"rank{self.cluster.rank}"}
-            self.plan = crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
+            self.plan = self._resumed_stages(
+                crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
+            )
             self.ctx = self._context()
             return
         if self.replaced is not None:
@@ -863,8 +865,23 @@ class TrainingRun:
             total_steps=self.total,
             name=self.settings.run_name,
         )
-        self.plan = crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
+        self.plan = self._resumed_stages(
+            crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
+        )
         self.ctx = self._context()
+
+    def _resumed_stages(self, plan):
+        """``plan`` with the stage bounds the progress file kept (a time-limited run whose last
+        stage re-planned its total kept the stages it had), where they fit its total."""
+        bounds = (self.progress.extra or {}).get("stage_bounds") if self.progress else None
+        if (
+            isinstance(bounds, list)
+            and len(bounds) == 3
+            and all(type(b) is int for b in bounds)
+            and 0 == bounds[0] <= bounds[1] <= bounds[2] <= self.total
+        ):
+            return replace(plan, stage_bounds=tuple(bounds))
+        return plan
 
     def _context(self) -> RunContext:
         from ccat_tf.callbacks import RunContext
@@ -969,32 +986,39 @@ class TrainingRun:
                 time_plan.Replanner(
                     self.start_step,
                     lambda: self.total,
-                    lambda step: self.plan.stage_of(step) == 0,
+                    lambda step: self.plan.stage_of(step),
+                    len(STAGE_SCALES) - 1,
                     self._replan,
                 )
             )
         return cbs
 
-    def _replan(self, step: int, seconds_per_step: float) -> None:
+    def _replan(self, step: int, seconds_per_step: float, stage: int) -> None:
         """Re-plan the total from the speed the run really has (``seconds_per_step`` so far in
-        its first stage, overheads included): stages, learning-rate decay and the run table
-        follow."""
+        ``stage``, overheads included): in the first stage the stages move with the total; in
+        the last its length alone changes (the stages before it are done). The learning-rate
+        decay and the run table follow."""
         from ccat_tf import time_plan
 
-        # What a step really costs beyond the measured one (contact sheets, progress files,
-        # summaries, a busier machine) is added to every stage's measured time.
-        extra = seconds_per_step - self.step_seconds[0]
-        predicted = tuple(max(t + extra, 0.2 * t) for t in self.step_seconds)
-        shares = stage_shares(self.settings.use_multi_resolution_training, self.fine_detail)
         left = (self.deadline - time.monotonic()) * (1 - time_plan.OVERHEAD_SHARE / 2)
-        total = min(self.max_total, time_plan.steps_for(left, predicted, shares, done=step))
+        if stage == 0:
+            # What a step really costs beyond the measured one (contact sheets, progress files,
+            # summaries, a busier machine) is added to every stage's measured time.
+            extra = seconds_per_step - self.step_seconds[0]
+            predicted = tuple(max(t + extra, 0.2 * t) for t in self.step_seconds)
+            shares = stage_shares(self.settings.use_multi_resolution_training, self.fine_detail)
+            total = time_plan.steps_for(left, predicted, shares, done=step)
+        else:
+            total = step + max(1, int(left / seconds_per_step))
+        total = min(self.max_total, total)
         if abs(total - self.total) <= 0.02 * self.total:
             return
         self.total = self.ctx.total_steps = total
         self.schedule.set_total(total)
-        self.plan = self.ctx.plan = crop_plan(
-            self.settings, self.info, total, self.arch, self.fine_detail
-        )
+        plan = crop_plan(self.settings, self.info, total, self.arch, self.fine_detail)
+        if stage:
+            plan = replace(plan, stage_bounds=self.plan.stage_bounds)
+        self.plan = self.ctx.plan = plan
         with contextlib.suppress(CcatError):
             runtable.update_run(self.data_dir, self.run["id"], total_steps=total)
 

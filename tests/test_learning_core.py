@@ -5,6 +5,7 @@ network."""
 from __future__ import annotations
 
 import time
+import types
 
 import keras
 import numpy as np
@@ -287,6 +288,51 @@ def test_speed_measurement_leaves_out_each_stages_first_step():
 
     times = [5.0, 0.3, 0.3, 2.0, 0.6, 0.6, 3.0, 1.7, 1.7]  # a trace, then two steps per stage
     assert stage_times(times, 3, 3) == (0.3, 0.6, 1.7)
+
+
+def test_the_replanner_corrects_the_first_and_the_last_stage_from_their_own_speed(monkeypatch):
+    """Re-plans come from the stage's own seconds per step (its first step, a new crop size's
+    setup, left out): in the first stage and the last, never in the middle one."""
+    from ccat_tf import time_plan
+    from ccat_tf.dataset import stage_for_step
+
+    bounds, total, clock = [0, 100, 200], 400, [0.0]
+    cost = {0: 0.1, 1: 0.3, 2: 1.0}  # seconds per step by stage; each stage's first step 5 s
+    monkeypatch.setattr(time_plan.time, "monotonic", lambda: clock[0])
+    calls = []
+    cb = time_plan.Replanner(
+        0, lambda: total, lambda s: stage_for_step(s, bounds), 2, lambda *a: calls.append(a)
+    )
+    cb.set_model(types.SimpleNamespace(stop_training=False))
+    for batch in range(total):
+        stage = stage_for_step(batch, bounds)
+        clock[0] += 5.0 if batch in bounds else cost[stage]
+        cb.on_train_batch_end(batch)
+    assert cb.model.stop_training
+    stages = {stage for _, _, stage in calls}
+    assert stages == {0, 2} and len(calls) >= 2 * time_plan.REPLANS
+    for step, seconds_per_step, stage in calls:
+        assert seconds_per_step == pytest.approx(cost[stage]), (step, stage)
+
+
+def test_a_resumed_run_keeps_the_stages_its_progress_file_kept():
+    """A time-limited run's last stage may change its total but not its stages: the progress
+    file keeps the bounds and a resume uses them (garbage or bounds past the total: the plan's)."""
+    from ccat_tf.dataset import CropPlan
+    from ccat_tf.training import TrainingRun
+
+    plan = CropPlan(0, 6, 4, 64, 8, (0, 250, 500), (0.25, 0.5, 1.0), (96, 96), True)
+
+    def resumed(extra, total=1100):
+        run = types.SimpleNamespace(progress=types.SimpleNamespace(extra=extra), total=total)
+        return TrainingRun._resumed_stages(run, plan).stage_bounds
+
+    assert resumed({"stage_bounds": [0, 230, 460]}) == (0, 230, 460)
+    assert resumed({"stage_bounds": [0, 230, 460]}, total=400) == (0, 250, 500)
+    for bad in ({}, None, {"stage_bounds": [0, "x", 3]}, {"stage_bounds": [5, 1, 2]}):
+        assert resumed(bad) == (0, 250, 500)
+    none = types.SimpleNamespace(progress=None, total=1100)
+    assert TrainingRun._resumed_stages(none, plan) is plan
 
 
 @pytest.fixture
