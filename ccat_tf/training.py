@@ -871,9 +871,12 @@ class TrainingRun:
         self.ctx = self._context()
 
     def _resumed_stages(self, plan):
-        """``plan`` with the stage bounds the progress file kept (a time-limited run whose last
-        stage re-planned its total kept the stages it had), where they fit its total."""
-        bounds = (self.progress.extra or {}).get("stage_bounds") if self.progress else None
+        """For a resumed time-limited run, ``plan`` with the stage bounds its progress file kept
+        (its last stage may have re-planned the total, not the stages), where they fit its
+        total. Other runs' stages follow their total (a resume with more epochs stretches them)."""
+        if not (self.progress and self.settings.time_limit):
+            return plan
+        bounds = (self.progress.extra or {}).get("stage_bounds")
         if (
             isinstance(bounds, list)
             and len(bounds) == 3
@@ -1015,10 +1018,10 @@ class TrainingRun:
             return
         self.total = self.ctx.total_steps = total
         self.schedule.set_total(total)
-        plan = crop_plan(self.settings, self.info, total, self.arch, self.fine_detail)
-        if stage:
-            plan = replace(plan, stage_bounds=self.plan.stage_bounds)
-        self.plan = self.ctx.plan = plan
+        if stage == 0:  # later, the stages before the last are done: the plan stays
+            self.plan = self.ctx.plan = crop_plan(
+                self.settings, self.info, total, self.arch, self.fine_detail
+            )
         with contextlib.suppress(CcatError):
             runtable.update_run(self.data_dir, self.run["id"], total_steps=total)
 

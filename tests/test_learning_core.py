@@ -317,21 +317,29 @@ def test_the_replanner_corrects_the_first_and_the_last_stage_from_their_own_spee
 
 def test_a_resumed_run_keeps_the_stages_its_progress_file_kept():
     """A time-limited run's last stage may change its total but not its stages: the progress
-    file keeps the bounds and a resume uses them (garbage or bounds past the total: the plan's)."""
+    file keeps the bounds and a resume uses them (garbage or bounds past the total: the plan's).
+    A run sized by epochs keeps the plan's: more epochs on resume stretch its stages."""
     from ccat_tf.dataset import CropPlan
     from ccat_tf.training import TrainingRun
 
     plan = CropPlan(0, 6, 4, 64, 8, (0, 250, 500), (0.25, 0.5, 1.0), (96, 96), True)
 
-    def resumed(extra, total=1100):
-        run = types.SimpleNamespace(progress=types.SimpleNamespace(extra=extra), total=total)
+    def resumed(extra, total=1100, time_limit=4.0):
+        run = types.SimpleNamespace(
+            progress=types.SimpleNamespace(extra=extra),
+            total=total,
+            settings=types.SimpleNamespace(time_limit=time_limit),
+        )
         return TrainingRun._resumed_stages(run, plan).stage_bounds
 
     assert resumed({"stage_bounds": [0, 230, 460]}) == (0, 230, 460)
     assert resumed({"stage_bounds": [0, 230, 460]}, total=400) == (0, 250, 500)
+    assert resumed({"stage_bounds": [0, 230, 460]}, time_limit=0.0) == (0, 250, 500)
     for bad in ({}, None, {"stage_bounds": [0, "x", 3]}, {"stage_bounds": [5, 1, 2]}):
         assert resumed(bad) == (0, 250, 500)
-    none = types.SimpleNamespace(progress=None, total=1100)
+    none = types.SimpleNamespace(
+        progress=None, total=1100, settings=types.SimpleNamespace(time_limit=4.0)
+    )
     assert TrainingRun._resumed_stages(none, plan) is plan
 
 
