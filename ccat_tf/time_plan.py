@@ -138,7 +138,7 @@ class Replanner(keras.callbacks.Callback):
 
     The first stage's corrections move the stages with the total; the last stage's change only
     its own length, the one stage whose speed the start could not yet see (two timed steps of a
-    full-size crop were 10-15% off in either direction: runs ended 20-30 s early or met the
+    full-size crop were 10-15% off in either direction: runs ended 12-27 s early or met the
     deadline before their learning rate had decayed)."""
 
     def __init__(self, first_step: int, total, stage_of, last_stage: int, replan):
