@@ -272,6 +272,7 @@ print("RESULT" + json.dumps({"weight_diff": diff, "losses": losses}))
 """
 
 
+@pytest.mark.slow  # two trainings, ~20 s; CI runs it (-m slow)
 def test_two_replicas_on_two_logical_cpus_match_one_replica(tiny_dataset, tmp_path):
     settings = tiny_settings(
         tiny_dataset,
