@@ -103,7 +103,7 @@ def _check_scores(saved: dict, fixes: list[str], methods: set[str]) -> None:
     assert vig["ring_rms"] > vig["centre_rms"]  # the vignette darkens the ring
 
 
-@pytest.mark.slow  # a benchmark run end to end, ~20 s; CI runs it (-m slow)
+@pytest.mark.slow  # a benchmark run end to end, ~20 s
 def test_fixed_size_deadline_runs_on_a_tiny_sequence(bench, tmp_path):
     """``--sizes small``: the old protocol (calibration, epochs sizing, deadline callback)."""
     fixes = _fixes()
@@ -139,7 +139,7 @@ def _time_limit_supported() -> bool:
     return "time_limit" in TrainSettings.__dataclass_fields__
 
 
-@pytest.mark.slow  # a benchmark run end to end, ~20 s; CI runs it (-m slow)
+@pytest.mark.slow  # a benchmark run end to end, ~20 s
 @pytest.mark.skipif(
     not _time_limit_supported(), reason="ccat_tf.TrainSettings has no time_limit yet (issue 12)"
 )

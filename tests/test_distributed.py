@@ -284,7 +284,7 @@ def losses_of(data_directory) -> list[float]:
     return read_summaries(data_directory)["loss"].tolist()
 
 
-@pytest.mark.slow  # two training processes on loopback, ~30 s; CI runs it (-m slow)
+@pytest.mark.slow  # two training processes on loopback, ~30 s
 def test_two_processes_on_loopback_train_what_one_process_trains(tiny_dataset, tmp_path):
     """Same seed and global batch (4: 2 per rank), deterministic ops: 40 steps."""
     base = tiny_settings(
@@ -352,7 +352,7 @@ def long_run(tiny_dataset, tmp_path, **kw):
     }
 
 
-@pytest.mark.slow  # two processes, then a relaunch; CI runs it (-m slow)
+@pytest.mark.slow  # two processes, then a relaunch
 def test_sigterm_stops_every_rank_at_one_step_rank_0_saves_and_a_relaunch_resumes(
     tiny_dataset, tmp_path
 ):
@@ -390,7 +390,7 @@ def test_sigterm_stops_every_rank_at_one_step_rank_0_saves_and_a_relaunch_resume
     ]
 
 
-@pytest.mark.slow  # two processes, then a relaunch; CI runs it (-m slow)
+@pytest.mark.slow  # two processes, then a relaunch
 def test_a_killed_rank_ends_the_others_in_bounded_time_and_a_relaunch_resumes(
     tiny_dataset, tmp_path
 ):

@@ -67,7 +67,7 @@ def _psnr_on_frame_6(model, ds) -> float:
     return float(10 * np.log10(1 / np.mean((model.predict(x) - y) ** 2)))
 
 
-@pytest.mark.slow  # two trainings, ~16 s; CI runs it (-m slow)
+@pytest.mark.slow  # two trainings, ~16 s
 def test_a_bfloat16_run_learns_as_float32_does_and_writes_a_float32_cat(
     tiny_dataset, tmp_path, capfd
 ):

@@ -163,7 +163,7 @@ def copy_of(dd: Path, tmp_path: Path) -> Path:
 # ---- 1. atomic files ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # about a minute; CI runs it (-m slow)
+@pytest.mark.slow  # about a minute
 def test_1_sigkill_at_random_moments_leaves_only_complete_files(tmp_path):
     """scripts/kill_trials.py --trials 3: SIGKILL `ccat-tf train` at seeded random moments (half
     of them the instant a temporary file appears, i.e. mid-write); every file left loads, the
@@ -631,7 +631,7 @@ def test_4_exploding_network_stops_with_one_line_via_the_cli(ds, tmp_path):
 # ---- 5. one writer -----------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # two training processes; CI runs it (-m slow)
+@pytest.mark.slow  # two training processes
 def test_5_second_writer_is_refused_and_a_stale_lock_does_not_block(ds, tmp_path):
     dd = tmp_path / "dd"
     s = tiny_settings(ds, dd, epochs=1000, checkpoint_interval=4, contact_sheet_interval=2)
@@ -726,7 +726,7 @@ def fill(data_directory, step, **_):
 """
 
 
-@pytest.mark.slow  # trainings on a small filesystem, ~20 s; CI runs it (-m slow)
+@pytest.mark.slow  # trainings on a small filesystem, ~20 s
 def test_6_a_really_full_disk(ds, tmp_path):
     """A real ENOSPC from the kernel: the Data Directory is on a 32 MB tmpfs (mounted in a
     private mount namespace, so nothing outlives the test) that an on_checkpoint hook fills
@@ -799,7 +799,7 @@ def test_6_read_only_data_directory_is_refused_before_anything_is_written(ds, st
     assert f"cannot write {dd / '.ccat.lock'}: permission denied" in train_read_only()
 
 
-@pytest.mark.slow  # a training process, ~20 s; CI runs it (-m slow)
+@pytest.mark.slow  # a training process, ~20 s
 def test_6_data_directory_turning_read_only_mid_run(ds, tmp_path):
     """The Data Directory becomes read-only during training (an on_checkpoint hook chmods it
     after the checkpoint at step 6, as a read-only remount would): the next write, the
@@ -853,7 +853,7 @@ def test_6_data_directory_turning_read_only_mid_run(ds, tmp_path):
 # ---- 7. preemption -----------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # a training process, then a resume; CI runs it (-m slow)
+@pytest.mark.slow  # a training process, then a resume
 def test_7_sigterm_from_another_process_saves_and_exits_75_then_resumes(ds, tmp_path, capsys):
     """What SLURM does on preemption or at the time limit (--signal=TERM@120): SIGTERM to the
     job's processes, possibly more than once. The .ost is saved within seconds, the exit status

@@ -186,7 +186,7 @@ def test_temporal_crops_are_a_pure_function_of_seed_and_sample(tmp_path):
 # ---- training -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # two trainings, ~30 s; CI runs it (-m slow)
+@pytest.mark.slow  # two trainings, ~30 s
 def test_temporal_consistency_reduces_the_flicker_of_per_frame_input_noise(tmp_path):
     """A panning shot with fresh noise on every input frame, the clean frames as the fix, two
     training pairs: the option lowers the output's flow-warped error. Denoising is a fine-detail
@@ -254,7 +254,7 @@ print("RESULT" + json.dumps({"weight_diff": diff, "logs": logs}))
 """
 
 
-@pytest.mark.slow  # a two-replica training, ~20 s; CI runs it (-m slow)
+@pytest.mark.slow  # a two-replica training, ~20 s
 def test_two_replicas_and_multi_resolution_train_with_the_option(tmp_path):
     """Each replica gets its share of the warped neighbours and masks: step 1's supervised loss
     and temporal term are the global batch's, as with one replica (in memory); all three

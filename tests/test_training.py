@@ -101,7 +101,7 @@ def test_crops_are_a_pure_function_of_seed_and_sample(tiny_dataset, tmp_path):
     assert sorted(pairs[:4]) == [0, 1, 2, 3] and sorted(pairs[4:]) == [0, 1, 2, 3]
 
 
-@pytest.mark.slow  # three trainings, ~17 s; CI runs it (-m slow)
+@pytest.mark.slow  # three trainings, ~17 s
 def test_compatible_change_continues_and_incompatible_starts_a_new_run(tiny_dataset, tmp_path):
     dd = tmp_path / "dd"
     ccat_tf.train(tiny_settings(tiny_dataset, dd, epochs=5), progress_bar=False)  # 10 steps
@@ -219,7 +219,7 @@ def test_hooks_are_called_and_a_failing_hook_stops_cleanly(tiny_dataset, tmp_pat
     assert (tmp_path / "dd2" / "progress.ost").exists()
 
 
-@pytest.mark.slow  # a training stopped, then resumed, ~12 s; CI runs it (-m slow)
+@pytest.mark.slow  # a training stopped, then resumed, ~12 s
 def test_sigterm_saves_progress_and_resume_is_bit_exact(tiny_dataset, tmp_path):
     import keras
 
@@ -274,7 +274,7 @@ print("RESULT" + json.dumps({"weight_diff": diff, "losses": losses}))
 """
 
 
-@pytest.mark.slow  # two trainings, ~20 s; CI runs it (-m slow)
+@pytest.mark.slow  # two trainings, ~20 s
 def test_two_replicas_on_two_logical_cpus_match_one_replica(tiny_dataset, tmp_path):
     settings = tiny_settings(
         tiny_dataset,
