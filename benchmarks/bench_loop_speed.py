@@ -52,8 +52,8 @@ def main() -> None:
         checkpoint_interval=1000,
         contact_sheet_interval=1000,
         validation_frames="",
-        **extra,
     )
+    settings.update(extra)
     ccat_tf.train(settings, callbacks=[timer], progress_bar=False)
     steps = np.diff(timer.times)[5:]
     print(
