@@ -737,6 +737,8 @@ class CropPlan:
     #: the fix lives in fine detail: every stage cuts its crops (as small as the stage's) from
     #: the full-size frames (see FINE_DETAIL_BELOW)
     fine_detail: bool = False
+    #: with ``augment``, quarter turns as well as mirror images (augment_rotations)
+    rotations: bool = False
 
     def stage_of(self, step: int) -> int:
         return stage_for_step(step, list(self.stage_bounds))
@@ -768,8 +770,10 @@ def sample_params(
     h, w = level_shapes[pair]
     y = int(rng.integers(0, max(0, h - crop) + 1))
     x = int(rng.integers(0, max(0, w - crop) + 1))
-    rot = int(rng.integers(0, 4)) if plan.augment else 0
+    rot = int(rng.integers(0, 4)) if plan.augment else 0  # drawn either way: the same stream
     flip = int(rng.integers(0, 2)) if plan.augment else 0
+    if not plan.rotations:
+        rot = 0
     return pair, y, x, crop, rot, flip
 
 

@@ -1,9 +1,10 @@
 """The geometric self-ensemble: a network's output averaged over flips and rotations of its input.
 
-Training shows the network every crop flipped and turned by quarter turns (``augment``), so each
-of the eight such views of a frame is one it knows; their outputs, turned back and averaged, are
-a better and steadier estimate than any one of them (Lim et al. 2017, "Enhanced Deep Residual
-Networks", the self-ensemble). It costs one network pass per view and no training.
+Training shows the network its crops mirrored left-right (``augment``), and turned by quarter
+turns too with ``augment_rotations``, so the mirror view (size 2) is one every network knows and
+all eight are with ``augment_rotations``; their outputs, turned back and averaged, are a better
+and steadier estimate than any one of them (Lim et al. 2017, "Enhanced Deep Residual Networks",
+the self-ensemble). It costs one network pass per view and no training.
 
 A position-aware network's input carries its frame coordinates as channels after the image's:
 they are turned with the pixels, so every pixel keeps its own place in the frame, and the colour

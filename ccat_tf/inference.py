@@ -386,6 +386,19 @@ def _choose_device(use_gpu: bool, notice: Callable[[str], None]) -> str:
     return "/CPU:0"
 
 
+def _check_views(model: Model, size: int, notice) -> None:
+    """A notice when the self-ensemble shows the network views its training never did: turns
+    and upside-down views to a network trained with mirror images only (a .cat that records no
+    augment_rotations was trained with every turn)."""
+    trained = model.info.settings
+    if size > 2 and trained.get("augment", True) and trained.get("augment_rotations") is False:
+        notice(
+            f"self_ensemble {size}: this network was trained on mirror images only (augment "
+            f"without augment_rotations), so {size - 2} of the {size} views (upside down, turned) "
+            "are new to it; use 2, or train with augment_rotations"
+        )
+
+
 def _load_model(r: _Render) -> Model:
     """The network on its device, at the precision asked for, cutting frames as the settings say.
 
@@ -396,6 +409,7 @@ def _load_model(r: _Render) -> Model:
     device = _choose_device(s.use_gpu_if_available, notice)
     tiles = TileSettings(s.tile_size, s.tile_overlap, s.batch_tiles)
     model = open_model(s.model_file, device=device, tiles=tiles, self_ensemble=s.self_ensemble)
+    _check_views(model, s.self_ensemble, notice)
     if s.optimize_for_speed_and_memory:
         from ccat_tf.precision import native_bfloat16
 

@@ -85,6 +85,8 @@ def signature_of(settings: TrainSettings, info: DataSetInfo) -> dict[str, Any]:
             sig.pop(key, None)
     if sig.get("loss") == "mae":  # what runs from before the setting minimised: they resume
         sig.pop("loss")
+    if sig.get("augment_rotations") or not sig.get("augment"):  # as runs before the setting
+        sig.pop("augment_rotations", None)
     sig["resolved"] = {
         "batch_size": info.batch_size,
         "crop_size": info.crop_size,
@@ -373,6 +375,7 @@ def crop_plan(
         stage_scales=STAGE_SCALES if multi else (1.0, 1.0, 1.0),
         frame_hw=(info.height, info.width),
         augment=settings.augment,
+        rotations=settings.augment_rotations,
         position=arch.position,
         temporal=settings.temporal_consistency > 0 and bool(info.neighbours),
         fine_detail=multi and fine_detail,

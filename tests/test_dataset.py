@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -156,3 +157,32 @@ def test_pipelines_are_not_autotuned(tiny_dataset, tmp_path):
         assert ds.options().autotune.enabled is False, name
         batches = list(ds.as_numpy_iterator())
         assert batches and all(len(b[0]) == 2 for b in batches), name
+
+
+def test_augment_mirrors_crops_and_turns_them_only_with_augment_rotations(tiny_dataset):
+    """By default a crop is mirrored left-right at random and never turned; with
+    ``augment_rotations`` all four quarter turns come too, and the crop positions and mirrors
+    are the same stream either way. A run from before the setting (which turned its crops)
+    resumes only with ``augment_rotations`` on."""
+    from ccat_tf.settings import TrainSettings
+    from ccat_tf.training import signature_of
+
+    plan = dataset.CropPlan(0, 6, 4, 32, 8, (0, 0, 0), (1.0,) * 3, (96, 96), augment=True)
+    shapes = [(96, 96)] * 6
+    mirror = [dataset.sample_params(plan, i, shapes) for i in range(200)]
+    assert {p[4] for p in mirror} == {0} and {p[5] for p in mirror} == {0, 1}
+    turned = replace(plan, rotations=True)
+    both = [dataset.sample_params(turned, i, shapes) for i in range(200)]
+    assert {p[4] for p in both} == {0, 1, 2, 3}
+    assert [p[:4] + p[5:] for p in both] == [p[:4] + p[5:] for p in mirror]
+    off = replace(turned, augment=False)
+    assert {p[4:] for p in (dataset.sample_params(off, i, shapes) for i in range(50))} == {(0, 0)}
+
+    base = {k: tiny_dataset[k] for k in ("input", "ground_truth", "frames")}
+    base |= {"model_size": "small", "crop_size": 32, "batch_size": 1}
+    info = dataset.validate_dataset(base)
+    assert signature_of(TrainSettings.from_mapping(base), info)["augment_rotations"] is False
+    turns = TrainSettings.from_mapping(base, augment_rotations=True)
+    assert "augment_rotations" not in signature_of(turns, info)  # as an older run's signature
+    no_augment = TrainSettings.from_mapping(base, augment=False)
+    assert "augment_rotations" not in signature_of(no_augment, info)

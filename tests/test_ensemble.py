@@ -150,3 +150,34 @@ def test_infer_refuses_a_size_that_is_no_group_before_writing(cat_and_frames, tm
             output=str(out / "o.####.exr"), self_ensemble=3, progress_bar=False,
         )  # fmt: skip
     assert not out.exists()
+
+
+def test_infer_says_when_views_are_new_to_the_network(cat_and_frames, tmp_path):
+    """A network trained on mirror images only (the default since augment_rotations) is told
+    apart: 4 or 8 views get a notice naming the fix, 2 views do not; a .cat from before the
+    setting (trained with every turn) gets none."""
+    from ccat_tf.inference import infer
+    from ccat_tf.model import open_model
+
+    root = cat_and_frames
+    model = open_model(root / "m.cat")
+    trained = {"augment": True, "augment_rotations": False}
+    mirror_only = model.info.with_updates(settings=trained)
+    type(model)(model.net, mirror_only).save(tmp_path / "mirror.cat")
+    common = dict(
+        input=str(root / "in" / "s.####.png"), frames="1", output_data_type="float",
+        temporal_blend=0, progress_bar=False,
+    )  # fmt: skip
+
+    def notices(cat, size):
+        out = str(tmp_path / f"{cat.stem}{size}" / "o.####.exr")
+        said = infer(str(cat), self_ensemble=size, output=out, **common)["notices"]
+        return [n for n in said if "new to it" in n]
+
+    assert notices(tmp_path / "mirror.cat", 4) == [
+        "self_ensemble 4: this network was trained on mirror images only (augment without "
+        "augment_rotations), so 2 of the 4 views (upside down, turned) are new to it; use 2, or "
+        "train with augment_rotations"
+    ]
+    assert notices(tmp_path / "mirror.cat", 2) == []
+    assert notices(root / "m.cat", 8) == []
