@@ -258,6 +258,7 @@ def _metadata(s: PretrainSettings, corpus: _Corpus, losses: list[float], trained
         epochs=s.steps,
         use_multi_resolution_training=False,
         augment=True,
+        augment_rotations=True,  # degrade.py turns its crops by quarter turns too
         run_name=run_name,
     )
     what = f"generated {s.task} inputs" if generated else "input/"
