@@ -387,15 +387,23 @@ def _choose_device(use_gpu: bool, notice: Callable[[str], None]) -> str:
 
 
 def _check_views(model: Model, size: int, notice) -> None:
-    """A notice when the self-ensemble shows the network views its training never did: turns
-    and upside-down views to a network trained with mirror images only (a .cat that records no
-    augment_rotations was trained with every turn)."""
+    """A notice when the self-ensemble shows the network views its training never did: any
+    mirror or turn to a network trained without ``augment``, turns and upside-down views to one
+    trained on mirror images only (a .cat that records no augment_rotations was trained with
+    every turn)."""
     trained = model.info.settings
-    if size > 2 and trained.get("augment", True) and trained.get("augment_rotations") is False:
+    if not trained.get("augment", True):
+        known, what, fix = 1, "without augment", "augment"
+    elif trained.get("augment_rotations") is False:
+        known, what = 2, "on mirror images only (augment without augment_rotations)"
+        fix = "augment_rotations"
+    else:
+        return
+    if size > known:
         notice(
-            f"self_ensemble {size}: this network was trained on mirror images only (augment "
-            f"without augment_rotations), so {size - 2} of the {size} views (upside down, turned) "
-            "are new to it; use 2, or train with augment_rotations"
+            f"self_ensemble {size}: this network was trained {what}, so {size - known} of the "
+            f"{size} views (mirrored, upside down, turned) are new to it; use {known}, or train "
+            f"with {fix}"
         )
 
 

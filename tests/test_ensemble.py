@@ -154,8 +154,8 @@ def test_infer_refuses_a_size_that_is_no_group_before_writing(cat_and_frames, tm
 
 def test_infer_says_when_views_are_new_to_the_network(cat_and_frames, tmp_path):
     """A network trained on mirror images only (the default since augment_rotations) is told
-    apart: 4 or 8 views get a notice naming the fix, 2 views do not; a .cat from before the
-    setting (trained with every turn) gets none."""
+    apart: 4 or 8 views get a notice naming the fix, 2 views do not; one trained without
+    augment gets it from 2 views; a .cat from before the setting (every turn) gets none."""
     from ccat_tf.inference import infer
     from ccat_tf.model import open_model
 
@@ -176,8 +176,15 @@ def test_infer_says_when_views_are_new_to_the_network(cat_and_frames, tmp_path):
 
     assert notices(tmp_path / "mirror.cat", 4) == [
         "self_ensemble 4: this network was trained on mirror images only (augment without "
-        "augment_rotations), so 2 of the 4 views (upside down, turned) are new to it; use 2, or "
-        "train with augment_rotations"
+        "augment_rotations), so 2 of the 4 views (mirrored, upside down, turned) are new to it; "
+        "use 2, or train with augment_rotations"
     ]
     assert notices(tmp_path / "mirror.cat", 2) == []
     assert notices(root / "m.cat", 8) == []
+    plain = model.info.with_updates(settings={"augment": False})
+    type(model)(model.net, plain).save(tmp_path / "plain.cat")
+    assert notices(tmp_path / "plain.cat", 2) == [
+        "self_ensemble 2: this network was trained without augment, so 1 of the 2 views "
+        "(mirrored, upside down, turned) are new to it; use 1, or train with augment"
+    ]
+    assert notices(tmp_path / "plain.cat", 1) == []
