@@ -9,8 +9,9 @@ never the step counter) and, on a divergence or a validation PSNR that fell well
 restores it and halves the learning-rate schedule's ``scale``. NaN and Inf losses are not its
 business: :class:`~ccat_tf.callbacks.NonFiniteGuard` stops the run.
 
-The loss watched is in pixel units: the mean absolute error, or the root of the mean squared
-error (``loss: mse``), so the thresholds below mean the same for both. The EMA is of the *log*
+The loss watched is in pixel units (:func:`ccat_tf.losses.pixel_units`: the mean absolute
+error, the root of the mean squared error, or the error size of ``mse+mae``'s mixed loss), so
+the thresholds below mean the same for every ``loss``. The EMA is of the *log*
 loss: a batch's loss is skewed (a few detailed crops cost many times a flat one), and in log
 space that noise is near symmetric, so the EMA's spread is measurable and "doubled" is one fixed
 distance. All of these must hold (measured on simulated loss curves of
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ccat_tf import summary
+from ccat_tf import losses, summary
 from ccat_tf.callbacks import RunContext, StepCallback
 
 #: The smoothed loss must reach this multiple of its best ...
@@ -245,8 +246,8 @@ class DivergenceGuard(StepCallback):
         loss = float((logs or {}).get("loss", math.nan))
         if ctx.stop_reason == "nan" or not math.isfinite(loss):
             return  # NonFiniteGuard's
-        if ctx.settings is not None and ctx.settings.loss == "mse":
-            loss = math.sqrt(max(loss, 0.0))  # the watch's thresholds are in pixel units
+        if ctx.settings is not None:  # the watch's thresholds are in pixel units
+            loss = losses.pixel_units(ctx.settings.loss, loss)
         step = self.global_step(batch)
         if self.watch.update(loss, self.phase(step)):
             self.diverged(step, self.watch.why(), self.good)

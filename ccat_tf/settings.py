@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ccat_tf.errors import SettingsError
+from ccat_tf.losses import LOSSES
 from ccat_tf.precision import PRECISIONS
 
 MODEL_SIZES = ("small", "medium", "large")
@@ -24,7 +25,6 @@ MODEL_SIZES = ("small", "medium", "large")
 TRAIN_MODEL_SIZES = ("auto", *MODEL_SIZES)
 INITIAL_WEIGHTS = ("none", "checkpoint", "deblur", "upscale", "human_matting")
 CACHE_MODES = ("auto", "memory", "hdf5")
-LOSSES = ("mse", "mae")
 OUTPUT_DATA_TYPES = ("auto", "half", "float", "uint8", "uint10", "uint16")
 
 
@@ -218,9 +218,10 @@ class TrainSettings:
     loss: str = setting(
         "mse",
         "what each step minimises per pixel: mse (squared error, what PSNR measures: learns "
-        "faint, uncertain detail such as an upscale's or a stylisation's) or mae (absolute "
+        "faint, uncertain detail such as an upscale's or a stylisation's), mae (absolute "
         "error, this project's before: its answer to an uncertain pixel is the median, often "
-        "no change at all)",
+        "no change at all) or mse+mae (squared error plus 0.05 x absolute error: small "
+        "errors are pushed to zero as with mae; better on deblurs, worse on upscales)",
         choices=LOSSES,
     )
     augment: bool = setting(

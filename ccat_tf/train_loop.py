@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ccat_tf import losses
+
 
 class StepLoop:
     """Runs training steps of ``trainer`` (a Keras model with ``network`` and a compiled
@@ -49,8 +51,7 @@ class StepLoop:
         worker: int = 0,
         temporal: float = 0.0,
     ):
-        if loss not in ("mae", "mse"):
-            raise ValueError(f"unknown loss {loss!r}")
+        losses.check(loss)
         self.strategy, self.trainer, self.loss = strategy, trainer, loss
         self.temporal = float(temporal)  #: temporal_consistency's weight (batches of 4 tensors)
         self.workers, self.worker = workers, worker
@@ -112,7 +113,7 @@ class StepLoop:
         n, kind, weight, average = self.replicas, self.loss, self.temporal, self.average
 
         def err(e):
-            return tf.abs(e) if kind == "mae" else tf.square(e)
+            return losses.pixel_error(kind, e)
 
         @tf.autograph.experimental.do_not_convert
         def replica_step(batch, stop):

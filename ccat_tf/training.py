@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ccat_tf import losses
 from ccat_tf import runs as runtable
 from ccat_tf import state as ost
 from ccat_tf import summary as summaries
@@ -170,7 +171,7 @@ def _make_trainer(net, loss: str = "mae"):
             with tf.GradientTape() as tape:
                 pred = self.network(x, training=True)
                 error = pred - y
-                loss = tf.reduce_mean(tf.abs(error) if loss_kind == "mae" else tf.square(error))
+                loss = tf.reduce_mean(losses.pixel_error(loss_kind, error))
                 # One replica (pretraining): no division by the replica count is needed;
                 # train_loop.StepLoop divides for several.
                 scaled = self.optimizer.scale_loss(loss)
@@ -179,9 +180,7 @@ def _make_trainer(net, loss: str = "mae"):
             self.optimizer.apply(grads, variables)
             return {"loss": loss}
 
-    if loss not in ("mae", "mse"):
-        raise ValueError(f"unknown loss {loss!r}")
-    loss_kind = loss
+    loss_kind = losses.check(loss)
     return CopyCatTrainer(net)
 
 

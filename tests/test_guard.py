@@ -276,8 +276,9 @@ def summary_scalars(folder: Path, tag: str) -> dict[int, float]:
     return found
 
 
+@pytest.mark.parametrize("loss", ["mse", "mse+mae"])
 def test_a_forced_divergence_is_rolled_back_and_recorded(
-    tiny_dataset, tmp_path, capfd, monkeypatch
+    tiny_dataset, tmp_path, capfd, monkeypatch, loss
 ):
     monkeypatch.setattr(guard, "window_for", lambda total: 8)
     dd = tmp_path / "dd"
@@ -291,6 +292,7 @@ def test_a_forced_divergence_is_rolled_back_and_recorded(
         checkpoint_interval=100,
         contact_sheet_interval=100,
         use_multi_resolution_training=False,
+        loss=loss,
     )
     ccat_tf.train(settings, callbacks=[blow], progress_bar=False)
     losses = np.asarray(blow.losses)
