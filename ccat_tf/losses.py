@@ -3,11 +3,12 @@
 * ``mse``: the squared error, what PSNR measures. An uncertain pixel's answer is the mean.
 * ``mae``: the absolute error. An uncertain pixel's answer is the median, often no change.
 * ``mse+mae``: the squared error plus :data:`MIXED_MAE_WEIGHT` x the absolute error. Below an
-  error of that weight (0.05 of the pixel range) the absolute term has the larger gradient, so
-  small residuals, a deblur's or a compression restore's fine detail, keep being pushed to zero
-  as with ``mae``, while large ones are weighed as with ``mse`` (the shape of the reverse Huber,
-  "berHu", loss). Measured in benchmarks/RESULTS.md ("Squared error plus a little absolute
-  error").
+  error of half that weight (0.025 of the pixel range) the absolute term has the larger
+  gradient, so small, noise-like residuals (a deblur's, a beauty smoothing's) keep being pushed
+  to zero as with ``mae``, while large ones are weighed as with ``mse`` (the shape of the
+  reverse Huber, "berHu", loss). Faint, uncertain detail (an upscale's) is pulled towards no
+  change, as with ``mae``: a choice for cleanup fixes, not the default (benchmarks/RESULTS.md,
+  "All 14 fixes: `mse+mae` is a choice").
 
 Training (:mod:`ccat_tf.train_loop`), pretraining (:func:`ccat_tf.training._make_trainer`) and
 the divergence guard's pixel-unit view of the loss (:func:`pixel_units`) all read it from here.
