@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-#: Every ``loss`` the settings accept; the first is the default.
+#: Every ``loss`` the settings accept (its default and help: ccat_tf.settings).
 LOSSES = ("mse", "mae", "mse+mae")
 #: ``mse+mae``'s weight of the absolute error (pixels in 0..1).
 MIXED_MAE_WEIGHT = 0.05

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ccat_tf.errors import SettingsError
-from ccat_tf.losses import LOSSES
+from ccat_tf.losses import LOSSES, MIXED_MAE_WEIGHT
 from ccat_tf.precision import PRECISIONS
 
 MODEL_SIZES = ("small", "medium", "large")
@@ -220,8 +220,9 @@ class TrainSettings:
         "what each step minimises per pixel: mse (squared error, what PSNR measures: learns "
         "faint, uncertain detail such as an upscale's or a stylisation's), mae (absolute "
         "error, this project's before: its answer to an uncertain pixel is the median, often "
-        "no change at all) or mse+mae (squared error plus 0.05 x absolute error: small "
-        "errors are pushed to zero as with mae; better on deblurs, worse on upscales)",
+        f"no change at all) or mse+mae (squared error plus {MIXED_MAE_WEIGHT} x absolute "
+        "error: small errors are pushed to zero as with mae; better on deblurs, worse on "
+        "upscales)",
         choices=LOSSES,
     )
     augment: bool = setting(
