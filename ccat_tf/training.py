@@ -845,9 +845,8 @@ class TrainingRun:
         share (validation pairs, preview frames, the summary writer)."""
         if not self.writes:  # rank 0 keeps the run table; this rank writes nothing
             self.run = {"id": -1, "name": f"rank{self.cluster.rank}"}
-            self.plan = self._resumed_stages(
-                crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
-            )
+            plan = crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
+            self._set_plan(self._resumed_stages(plan))
             self.ctx = self._context()
             return
         if self.replaced is not None:
@@ -867,10 +866,14 @@ class TrainingRun:
             total_steps=self.total,
             name=self.settings.run_name,
         )
-        self.plan = self._resumed_stages(
-            crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
-        )
+        plan = crop_plan(self.settings, self.info, self.total, self.arch, self.fine_detail)
+        self._set_plan(self._resumed_stages(plan))
         self.ctx = self._context()
+
+    def _set_plan(self, plan) -> None:
+        """Train by ``plan``; the learning rate warms up again at each of its stages' starts."""
+        self.plan = plan
+        self.schedule.set_stages(plan.stage_bounds)
 
     def _resumed_stages(self, plan):
         """For a resumed time-limited run, ``plan`` with the stage bounds its progress file kept
@@ -1021,9 +1024,8 @@ class TrainingRun:
         self.total = self.ctx.total_steps = total
         self.schedule.set_total(total)
         if stage == 0:  # later, the stages before the last are done: the plan stays
-            self.plan = self.ctx.plan = crop_plan(
-                self.settings, self.info, total, self.arch, self.fine_detail
-            )
+            self._set_plan(crop_plan(self.settings, self.info, total, self.arch, self.fine_detail))
+            self.ctx.plan = self.plan
         with contextlib.suppress(CcatError):
             runtable.update_run(self.data_dir, self.run["id"], total_steps=total)
 

@@ -227,6 +227,40 @@ def test_the_schedule_warms_up_holds_then_decays_to_the_planned_end():
     assert float(s(100)) == pytest.approx(5e-5)
 
 
+def test_each_multi_resolution_stage_warms_up_again():
+    """A new stage's first steps start at a tenth of the rate and ramp back over the run's
+    warm-up length (20 steps of 1000), so Adam's first steps on the new crops stay small."""
+    s = schedule.WarmupCosine(1e-3, 1000)
+    s.set_stages([0, 250, 500])
+    assert float(s(249)) == pytest.approx(1e-3)
+    assert float(s(250)) == pytest.approx(1e-4) and float(s(500)) == pytest.approx(1e-4)
+    assert float(s(260)) == pytest.approx(1e-4 + 0.5 * 9e-4)  # halfway up the ramp
+    assert float(s(270)) == pytest.approx(1e-3) and float(s(520)) == pytest.approx(1e-3)
+    s.set_stages([0, 0, 0])  # one resolution: no stage warm-up
+    assert float(s(250)) == pytest.approx(1e-3) and float(s(500)) == pytest.approx(1e-3)
+    s.set_stages([0, 0, 900])  # a stage in the decay ramps the decayed rate
+    decayed = schedule.WarmupCosine(1e-3, 1000)
+    assert float(s(900)) == pytest.approx(0.1 * float(decayed(900)))
+
+
+def test_training_warms_up_at_the_stages_of_its_plan(tiny_dataset, tmp_path, monkeypatch):
+    """The run hands its crop plan's stage starts to the schedule; one resolution has none."""
+    seen = []
+    original = schedule.WarmupCosine.set_stages
+    monkeypatch.setattr(
+        schedule.WarmupCosine,
+        "set_stages",
+        lambda self, bounds: (seen.append(list(bounds)), original(self, bounds))[1],
+    )
+    ccat_tf.train(tiny_settings(tiny_dataset, tmp_path / "a", epochs=8), progress_bar=False)
+    assert seen[-1] == [0, 4, 8]  # 16 steps: 25% / 25% / 50%
+    ccat_tf.train(
+        tiny_settings(tiny_dataset, tmp_path / "b", epochs=8, use_multi_resolution_training=False),
+        progress_bar=False,
+    )
+    assert seen[-1] == [0, 0, 0]
+
+
 def test_old_pretrained_weights_load_into_the_position_aware_network(tiny_dataset, tmp_path):
     """The shipped weights were trained without coordinates or colour branch: they load (the
     coordinates start unused) and the network starts computing what it computed, plus the fit."""
