@@ -47,7 +47,7 @@ def warmup_steps(total: int) -> int:
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """``base`` x ``scale`` x (linear warm-up over :func:`warmup_steps`, the peak held for
     :data:`HOLD_SHARE` of the rest, then cosine to :data:`FINAL_SHARE` at ``total``); constant at
-    the final rate past ``total``; x a warm-up of the same length at each later stage's start."""
+    the final rate past ``total``; the warm-up runs again from each later stage's start."""
 
     def __init__(self, base: float, total: int, scale: float = 1.0):
         import tensorflow as tf
@@ -56,14 +56,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.total = tf.Variable(1, trainable=False, dtype=tf.int64, name="lr_total")
         self.warmup = tf.Variable(1, trainable=False, dtype=tf.int64, name="lr_warmup")
         self.scale = tf.Variable(float(scale), trainable=False, dtype=tf.float32, name="lr_scale")
-        # First steps of the stages after the first (0: no such stage).
-        self.stages = tf.Variable([0, 0], trainable=False, dtype=tf.int64, name="lr_stages")
+        # First step of each stage (a crop plan's stage_bounds; one resolution: all 0).
+        self.stages = tf.Variable([0, 0, 0], trainable=False, dtype=tf.int64, name="lr_stages")
         self.set_total(total)
 
     def set_stages(self, bounds) -> None:
-        """The multi-resolution stages' first steps (a crop plan's ``stage_bounds``): each stage
-        after the first warms up again. Bounds of 0 (one resolution) add no warm-up."""
-        self.stages.assign([int(b) for b in bounds[1:3]])
+        """The multi-resolution stages' first steps (a crop plan's ``stage_bounds``): the warm-up
+        runs again from each stage's start."""
+        self.stages.assign([int(b) for b in bounds])
 
     def set_total(self, total: int) -> None:
         self.total.assign(int(total))
@@ -75,15 +75,13 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         step = tf.cast(step, tf.float32)
         total = tf.cast(self.total, tf.float32)
         warm = tf.cast(self.warmup, tf.float32)
-        warm_f = WARMUP_START + (1.0 - WARMUP_START) * step / warm
+        stages = tf.cast(self.stages, tf.float32)
+        start = tf.reduce_max(tf.where(stages <= step, stages, 0.0))  # this stage's first step
+        warm_f = tf.minimum(1.0, WARMUP_START + (1.0 - WARMUP_START) * (step - start) / warm)
         hold = warm + HOLD_SHARE * (total - warm)
         t = tf.clip_by_value((step - hold) / tf.maximum(1.0, total - hold), 0.0, 1.0)
         cos_f = FINAL_SHARE + (1.0 - FINAL_SHARE) * 0.5 * (1.0 + tf.cos(math.pi * t))
-        rate = tf.where(step < warm, warm_f, cos_f)
-        for start in tf.unstack(tf.cast(self.stages, tf.float32)):
-            ramp = tf.minimum(1.0, WARMUP_START + (1.0 - WARMUP_START) * (step - start) / warm)
-            rate *= tf.where((start > 0.0) & (step >= start), ramp, 1.0)
-        return self.base * self.scale * rate
+        return self.base * self.scale * warm_f * cos_f
 
     def get_config(self) -> dict:
         return {

@@ -247,11 +247,12 @@ def test_training_warms_up_at_the_stages_of_its_plan(tiny_dataset, tmp_path, mon
     """The run hands its crop plan's stage starts to the schedule; one resolution has none."""
     seen = []
     original = schedule.WarmupCosine.set_stages
-    monkeypatch.setattr(
-        schedule.WarmupCosine,
-        "set_stages",
-        lambda self, bounds: (seen.append(list(bounds)), original(self, bounds))[1],
-    )
+
+    def recording(self, bounds):
+        seen.append(list(bounds))
+        original(self, bounds)
+
+    monkeypatch.setattr(schedule.WarmupCosine, "set_stages", recording)
     ccat_tf.train(tiny_settings(tiny_dataset, tmp_path / "a", epochs=8), progress_bar=False)
     assert seen[-1] == [0, 4, 8]  # 16 steps: 25% / 25% / 50%
     ccat_tf.train(
