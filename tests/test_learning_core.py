@@ -245,7 +245,6 @@ def test_each_multi_resolution_stage_warms_up_again():
 
 def test_training_warms_up_at_the_stages_of_its_plan(tiny_dataset, tmp_path, monkeypatch):
     """The run hands its crop plan's stage starts to the schedule; one resolution has none."""
-
     seen = []
     original = schedule.WarmupCosine.set_stages
 
