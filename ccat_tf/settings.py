@@ -210,7 +210,7 @@ class TrainSettings:
     )
     # --- beyond CopyCat: reproducibility and plumbing ---
     learning_rate: float = setting(
-        1e-3,
+        1.5e-3,
         "Adam's peak learning rate: a short warm-up reaches it (again at each multi-resolution "
         "stage's start), it is held for 70% of the run, then it decays (cosine) to 5% at the "
         "planned end",
