@@ -429,3 +429,21 @@ def test_the_run_signature_names_the_loss_unless_it_is_the_old_mae(tiny_dataset)
     info = dataset.validate_dataset(base)
     assert "loss" not in signature_of(TrainSettings.from_mapping(base, loss="mae"), info)
     assert signature_of(TrainSettings.from_mapping(base), info)["loss"] == "mse"
+
+
+@pytest.mark.slow  # a 3000-step matte from scratch, ~90 s
+def test_a_long_matte_leaves_its_colour_fit_and_ends_at_its_best(tmp_path):
+    """Issue 12's long-matte goal at the defaults (benchmarks/bench_convergence.py, small, 3000
+    steps): no collapse (the last checkpoint within 0.5 dB of the best), and the U-Net learns
+    past the colour fit it starts from (20.5-21 dB on this task; runs that learn reach 30-35,
+    and one that lost its ReLU units early stayed at the fit for all 3000 steps)."""
+    import importlib.util
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_convergence.py"
+    spec = importlib.util.spec_from_file_location("bench_convergence", bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    r = module.run("human_matting", "small", 3000, 250, tmp_path, {})
+    assert r["best_psnr"] > 25.0, r["curve"]
+    assert r["gap_db"] <= 0.5, r["curve"]
