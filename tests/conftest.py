@@ -14,6 +14,20 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_script(relative: str):
+    """Import a script of the repository (``benchmarks/bench_quality.py``, ``scripts/...``) as
+    a module named after its file; registered in ``sys.modules`` so its dataclasses resolve."""
+    import importlib.util
+    import sys
+
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_png(path: Path, array: np.ndarray, bits: int = 8) -> None:
     import OpenImageIO as oiio
 

@@ -6,27 +6,17 @@ are the benchmark's business, not this test's."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_quality", ROOT / "benchmarks" / "bench_quality.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_quality"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_quality.py")
 
 
 def test_split_is_six_even_training_frames_and_odd_scored_frames(bench):

@@ -10,7 +10,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from conftest import smooth_noise, tiny_settings, write_png
+from conftest import load_script, smooth_noise, tiny_settings, write_png
 
 import ccat_tf
 from ccat_tf import colour_fit, dataset, runs, schedule, state
@@ -437,13 +437,7 @@ def test_a_long_matte_leaves_its_colour_fit_and_ends_at_its_best(tmp_path):
     steps): no collapse (the last checkpoint within 0.5 dB of the best), and the U-Net learns
     past the colour fit it starts from (20.5-21 dB on this task; runs that learn reach 30-35,
     and one that lost its ReLU units early stayed at the fit for all 3000 steps)."""
-    import importlib.util
-    from pathlib import Path
-
-    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_convergence.py"
-    spec = importlib.util.spec_from_file_location("bench_convergence", bench)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    r = module.run("human_matting", "small", 3000, 250, tmp_path, {})
+    bench = load_script("benchmarks/bench_convergence.py")
+    r = bench.run("human_matting", "small", 3000, 250, tmp_path, {})
     assert r["best_psnr"] > 25.0, r["curve"]
     assert r["gap_db"] <= 0.5, r["curve"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -32,7 +31,7 @@ import keras
 import numpy as np
 import pytest
 from bad_inputs.corpus import run_unprivileged
-from conftest import REPO, make_tiny_dataset, tiny_settings
+from conftest import load_script, make_tiny_dataset, tiny_settings
 
 import ccat_tf
 from ccat_tf import catfile, cli, imageio, state
@@ -168,9 +167,7 @@ def test_1_sigkill_at_random_moments_leaves_only_complete_files(tmp_path):
     """scripts/kill_trials.py --trials 3: SIGKILL `ccat-tf train` at seeded random moments (half
     of them the instant a temporary file appears, i.e. mid-write); every file left loads, the
     rerun removes the temporary files and finishes at the same total steps."""
-    spec = importlib.util.spec_from_file_location("kill_trials", REPO / "scripts/kill_trials.py")
-    kill_trials = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kill_trials)
+    kill_trials = load_script("scripts/kill_trials.py")
     results = kill_trials.run_trials(3, seed=1, workdir=tmp_path, log=lambda *a: None)
     assert len(results) == 3
     # The seeded trials really interrupt training part-way, with files written before the kill.
