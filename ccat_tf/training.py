@@ -703,7 +703,7 @@ class TrainingRun:
 
         from ccat_tf.models import build_model
         from ccat_tf.precision import policy
-        from ccat_tf.schedule import WarmupCosine
+        from ccat_tf.schedule import WarmAdam, WarmupCosine
         from ccat_tf.train_loop import StepLoop
 
         info, settings = self.info, self.settings
@@ -716,7 +716,7 @@ class TrainingRun:
             )
             self.trainer = _make_trainer(self.net, settings.loss)
             self.schedule = WarmupCosine(settings.learning_rate, max(1, self.total))
-            self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
+            self.optimizer = WarmAdam(self.schedule)
             self.trainer.compile(optimizer=self.optimizer, jit_compile=False)
             self.optimizer.build(self.net.trainable_variables)
             world = self.cluster.world if self.cluster is not None else 1

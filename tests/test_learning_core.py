@@ -243,6 +243,43 @@ def test_each_multi_resolution_stage_warms_up_again():
     assert float(s(900)) == pytest.approx(0.1 * float(decayed(900)))
 
 
+def test_adams_epsilon_starts_large_and_falls_to_keras_own():
+    """1e-5 at step 0, falling linearly to 1e-7 over 500 steps, or a quarter of a shorter run."""
+    s = schedule.WarmupCosine(1e-3, 4000)
+    eps = [float(s.epsilon(step)) for step in (0, 250, 500, 3000)]
+    assert eps == pytest.approx([1e-5, 0.5 * (1e-5 + 1e-7), 1e-7, 1e-7])
+    s.set_total(100)  # 25 steps
+    assert [float(s.epsilon(step)) for step in (0, 25)] == pytest.approx([1e-5, 1e-7])
+
+
+def test_warm_adam_is_keras_adam_with_the_schedules_epsilon():
+    """Step for step, WarmAdam moves a weight as Keras' Adam given the schedule's epsilon at that
+    step: with gradients near the epsilon, its first steps are far shorter than Keras' Adam's."""
+    s = schedule.WarmupCosine(1e-3, 40)  # epsilon falls over 10 steps
+    grads = [np.full((3,), g, np.float32) for g in (2e-6, -1e-6, 3e-6) * 5]
+    ours, theirs = keras.Variable(np.zeros(3, np.float32)), keras.Variable(np.zeros(3, np.float32))
+    warm = schedule.WarmAdam(s)
+    plain = keras.optimizers.Adam(learning_rate=s, epsilon=1e-7)
+    for step, g in enumerate(grads):
+        before = ours.numpy().copy()
+        reference = keras.optimizers.Adam(learning_rate=s, epsilon=float(s.epsilon(step)))
+        reference.build([theirs])
+        theirs.assign(before)
+        if step:  # the same step count and moments as ours
+            for ref_slot, slot in zip(reference.variables, warm.variables, strict=True):
+                ref_slot.assign(slot)
+        warm.apply([g], [ours])
+        reference.apply([g], [theirs])
+        assert np.allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-12), step
+    assert float(warm.iterations) == len(grads) and "adam" in warm.variables[1].path
+    moved = []
+    for opt in (schedule.WarmAdam(s), plain):  # one first step each, on the same tiny gradient
+        weight = keras.Variable(np.zeros(3, np.float32))
+        opt.apply([grads[0]], [weight])
+        moved.append(abs(float(weight.numpy()[0])))
+    assert 0 < 20 * moved[0] < moved[1]
+
+
 def test_training_warms_up_at_the_stages_of_its_plan(tiny_dataset, tmp_path, monkeypatch):
     """The run hands its crop plan's stage starts to the schedule; one resolution has none."""
     seen = []
